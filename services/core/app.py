@@ -1,0 +1,37 @@
+"""The one way a design builds its FastAPI app, so every service has the same errors, health and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
+from fastapi import FastAPI
+
+from services.core import health, metrics
+from services.core.logs import configure_logging
+from services.core.problems import install_problem_handlers
+from services.core.settings import CoreSettings
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def build_app(*, title: str, settings: CoreSettings, lifespan: Lifespan | None = None) -> FastAPI:
+    """A FastAPI app with problem+json errors, ``/healthz`` and ``/metrics`` installed.
+
+    The design's lifespan opens its resources and registers their health checks with
+    :func:`services.core.health.register_health_check`.
+    """
+    configure_logging(level=settings.log_level)
+    app = FastAPI(title=title, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.health_checks = {}
+    app.state.health_timeout_s = settings.health_timeout_s
+    install_problem_handlers(app)
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+    if settings.http_metrics:
+        app.add_middleware(metrics.RequestMetricsMiddleware)
+    return app
+
+
+__all__ = ["Lifespan", "build_app"]

@@ -1,0 +1,143 @@
+"""RFC 9457 ``application/problem+json`` errors, mapped to HTTP in one place.
+
+Designs raise :class:`Problem` (usually from their own domain-error mapping); validation errors,
+unknown routes and anything unexpected are turned into the same shape here, so a client never sees
+an HTML page or a bare 500 without a body.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "/problems/"
+
+logger = logging.getLogger(__name__)
+
+
+class Problem(Exception):
+    """An error the client should see as a problem+json body.
+
+    ``kind`` becomes the ``type`` member (``/problems/<kind>``), a stable identifier clients can
+    branch on; ``headers`` carries e.g. ``Retry-After`` for 429 and 503.
+    """
+
+    def __init__(
+        self,
+        *,
+        status: int,
+        kind: str,
+        title: str,
+        detail: str,
+        headers: Mapping[str, str] | None = None,
+        extensions: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.kind = kind
+        self.title = title
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extensions = dict(extensions or {})
+
+
+def problem_body(problem: Problem) -> dict[str, Any]:
+    """The JSON members of a problem, extensions last so they never shadow the standard ones."""
+    body = {**problem.extensions}
+    body.update(
+        type=PROBLEM_TYPE_BASE + problem.kind,
+        title=problem.title,
+        status=problem.status,
+        detail=problem.detail,
+    )
+    return body
+
+
+def problem_response(problem: Problem) -> JSONResponse:
+    return JSONResponse(
+        jsonable_encoder(problem_body(problem)),
+        status_code=problem.status,
+        headers=problem.headers,
+        media_type=PROBLEM_MEDIA_TYPE,
+    )
+
+
+async def _on_problem(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Problem)
+    return problem_response(exc)
+
+
+async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [_describe_validation_error(error) for error in exc.errors()]
+    problem = Problem(
+        status=422,
+        kind="validation-error",
+        title="The request is not valid",
+        detail="; ".join(errors) or "the request did not match the schema",
+        extensions={"errors": errors},
+    )
+    return problem_response(problem)
+
+
+def _describe_validation_error(error: Mapping[str, Any]) -> str:
+    location = ".".join(str(part) for part in error.get("loc", ()))
+    return f"{location}: {error.get('msg', 'invalid')}"
+
+
+async def _on_http_exception(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    problem = Problem(
+        status=exc.status_code,
+        kind=_kind_for_status(exc.status_code),
+        title=_title_for_status(exc.status_code),
+        detail=str(exc.detail),
+        headers=exc.headers,
+    )
+    return problem_response(problem)
+
+
+async def _on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled_error method=%s path=%s", request.method, request.url.path)
+    problem = Problem(
+        status=500,
+        kind="internal-error",
+        title="Internal Server Error",
+        detail="the server failed to handle the request; the error is logged",
+    )
+    return problem_response(problem)
+
+
+def _kind_for_status(status: int) -> str:
+    return {
+        400: "bad-request",
+        404: "not-found",
+        405: "method-not-allowed",
+        413: "payload-too-large",
+        415: "unsupported-media-type",
+        431: "headers-too-large",
+    }.get(status, f"http-{status}")
+
+
+def _title_for_status(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Make every error the app can produce a problem+json response."""
+    app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    app.add_exception_handler(Exception, _on_unexpected_error)

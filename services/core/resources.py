@@ -1,0 +1,90 @@
+"""Lifespan helpers for the three kinds of infrastructure, and the health checks that go with them.
+
+Each helper is an async context manager: the app's lifespan enters the ones its design needs on an
+``AsyncExitStack`` and everything is closed in reverse order on shutdown. Timeouts and pool sizes
+come from :class:`~services.core.settings.CoreSettings`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import asyncpg
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+
+from services.core.settings import CoreSettings
+
+logger = logging.getLogger(__name__)
+
+HealthCheck = Callable[[], Awaitable[None]]
+"""An awaitable that returns when a dependency answers and raises when it does not."""
+
+
+@asynccontextmanager
+async def open_postgres_pool(settings: CoreSettings) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(
+        settings.postgres_url,
+        min_size=settings.pg_pool_min_size,
+        max_size=settings.pg_pool_max_size,
+        command_timeout=settings.pg_command_timeout_s,
+    )
+    logger.info("postgres_pool_opened max_size=%d", settings.pg_pool_max_size)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@asynccontextmanager
+async def open_redis(settings: CoreSettings) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        socket_timeout=settings.redis_socket_timeout_s,
+        socket_connect_timeout=settings.redis_socket_timeout_s,
+    )
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@asynccontextmanager
+async def open_kafka_producer(settings: CoreSettings) -> AsyncIterator[AIOKafkaProducer]:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_idempotence=settings.kafka_enable_idempotence,
+        acks="all",
+        request_timeout_ms=settings.kafka_request_timeout_ms,
+    )
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()
+
+
+def postgres_check(pool: asyncpg.Pool) -> HealthCheck:
+    async def check() -> None:
+        async with pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+
+    return check
+
+
+def redis_check(client: aioredis.Redis) -> HealthCheck:
+    async def check() -> None:
+        await client.ping()
+
+    return check
+
+
+def kafka_producer_check(producer: AIOKafkaProducer) -> HealthCheck:
+    async def check() -> None:
+        # The producer reconnects on its own; asking for metadata proves a broker answers now.
+        await producer.client.fetch_all_metadata()
+
+    return check

@@ -1,0 +1,177 @@
+"""The ``lab`` command: bring the lab up and down, see what runs, read logs."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from services.lab import processes
+from services.lab.infra import InfraError
+from services.lab.settings import InfraMode, LabSettings
+from services.lab.supervisor import LabError, Supervisor
+
+app = typer.Typer(
+    help="System Design Lab: run classic system designs, naive and hardened, side by side.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+InfraOption = Annotated[
+    str | None,
+    typer.Option("--infra", help="embedded (default), external or containers; overrides LAB_INFRA"),
+]
+
+
+def _settings(*, infra: str | None = None) -> LabSettings:
+    overrides: dict[str, Any] = {}
+    if infra is not None:
+        if infra not in InfraMode.__args__:  # type: ignore[attr-defined]
+            _fail(f"unknown infra mode {infra!r}; choose one of embedded, external, containers")
+        overrides["infra"] = infra
+    try:
+        return LabSettings(**overrides)
+    except ValidationError as exc:
+        _fail(f"invalid LAB_* setting:\n{exc}")
+
+
+def _fail(message: str) -> NoReturn:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code=1)
+
+
+def _supervisor(settings: LabSettings) -> Supervisor:
+    return Supervisor(settings, report=lambda line: console.print(f"  {line}", style="dim"))
+
+
+@app.command()
+def up(infra: InfraOption = None) -> None:
+    """Start the infrastructure and every service and worker; wait until all are healthy."""
+    supervisor = _supervisor(_settings(infra=infra))
+    started_at = time.monotonic()
+    try:
+        report = supervisor.up()
+    except (LabError, InfraError) as exc:
+        _fail(str(exc))
+    for name in report.stale_cleaned:
+        console.print(f"cleaned a stale record of [bold]{name}[/] (its process was gone)")
+    if report.already_running:
+        console.print(f"already running: {', '.join(report.already_running)}")
+    took = time.monotonic() - started_at
+    started = ", ".join(report.started) or "nothing new"
+    console.print(f"[green]lab is up[/] (started: {started}; {took:.1f}s)")
+
+
+@app.command()
+def down() -> None:
+    """Stop everything ``lab up`` started (from any shell)."""
+    supervisor = _supervisor(_settings())
+    report = supervisor.down()
+    for name in report.stale_cleaned:
+        console.print(f"cleaned a stale record of [bold]{name}[/] (its process was gone)")
+    if report.stopped:
+        console.print(f"[green]stopped[/] {', '.join(report.stopped)}")
+    else:
+        console.print("nothing was running")
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False) -> None:
+    """Show the infrastructure, services and workers, and whether each is healthy."""
+    snapshot = _supervisor(_settings()).status()
+    if as_json:
+        sys.stdout.write(json.dumps(snapshot) + "\n")
+        return
+    out.print(_status_table(snapshot))
+
+
+def _status_table(snapshot: dict[str, Any]) -> Table:
+    table = Table(title=f"System Design Lab ({snapshot['mode']} infrastructure)")
+    for column in ("component", "where", "healthy", "pids"):
+        table.add_column(column)
+    for name, server in snapshot["infra"].items():
+        where = server.get("url") or server.get("bootstrap") or "-"
+        table.add_row(name, where, _mark(server["healthy"]), _pid_list(server.get("pids", [])))
+    for service in snapshot["services"]:
+        name = f"{service['design']} {service['variant']}"
+        table.add_row(name, service["url"], _mark(service["healthy"]), _pid_list(service["pids"]))
+    for worker in snapshot["workers"]:
+        table.add_row(worker["name"], "worker", _mark(worker["healthy"]), _pid_list(worker["pids"]))
+    return table
+
+
+def _mark(healthy: bool) -> str:
+    return "[green]yes[/]" if healthy else "[red]no[/]"
+
+
+def _pid_list(pids: list[int]) -> str:
+    return " ".join(map(str, pids)) or "-"
+
+
+@app.command()
+def logs(
+    component: Annotated[str, typer.Argument(help="postgres, redis, kafka, a service or a worker")],
+    lines: Annotated[int, typer.Option("--lines", "-n", min=1)] = 50,
+    follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+) -> None:
+    """Print the end of a component's log."""
+    supervisor = _supervisor(_settings())
+    path = supervisor.log_path(component)
+    if not path.exists():
+        known = sorted(p.stem for p in path.parent.glob("*.log"))
+        _fail(f"no log for {component!r}; known: {', '.join(known) or 'none yet (run lab up)'}")
+    sys.stdout.write(processes.tail(path, lines=lines) + "\n")
+    if follow:
+        _follow(path)
+
+
+def _follow(path: Path) -> None:
+    with path.open("r", errors="replace") as log:
+        log.seek(0, 2)
+        try:
+            while True:
+                line = log.readline()
+                if line:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+                else:
+                    time.sleep(0.2)
+        except KeyboardInterrupt:
+            return
+
+
+@app.command()
+def demo() -> None:
+    """The lab's main job: bring the lab up, show it, and leave it as it was found."""
+    settings = _settings()
+    supervisor = _supervisor(settings)
+    console.rule("System Design Lab demo")
+    console.print("Bringing up PostgreSQL, Valkey, the Kafka-protocol broker and every service.")
+    try:
+        report = supervisor.up()
+    except (LabError, InfraError) as exc:
+        _fail(str(exc))
+    try:
+        out.print(_status_table(supervisor.status()))
+    finally:
+        if not report.already_running:
+            console.print("Stopping what the demo started.")
+            supervisor.down()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""One interface, three providers of PostgreSQL, Redis and Kafka, selected by ``LAB_INFRA``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from services.lab.infra.base import Infra, InfraEndpoints, InfraError
+from services.lab.settings import LabSettings
+
+
+def select_infra(settings: LabSettings, *, recorded_ports: Mapping[str, int] | None = None) -> Infra:
+    """The provider ``settings.infra`` names."""
+    if settings.infra == "embedded":
+        from services.lab.infra.embedded import EmbeddedInfra
+
+        return EmbeddedInfra(settings, recorded_ports=recorded_ports or {})
+    if settings.infra == "external":
+        from services.lab.infra.external import ExternalInfra
+
+        return ExternalInfra(settings)
+    from services.lab.infra.containers import ContainersInfra
+
+    return ContainersInfra(settings)
+
+
+__all__ = ["Infra", "InfraEndpoints", "InfraError", "select_infra"]

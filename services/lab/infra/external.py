@@ -1,0 +1,30 @@
+"""``LAB_INFRA=external``: servers the user runs, found at the URLs the user gives."""
+
+from __future__ import annotations
+
+from services.lab.components import Component
+from services.lab.infra.base import InfraEndpoints
+from services.lab.settings import LabSettings
+
+
+class ExternalInfra:
+    mode = "external"
+
+    def __init__(self, settings: LabSettings) -> None:
+        self._settings = settings
+
+    def components(self) -> list[Component]:
+        return []
+
+    def provision(self) -> InfraEndpoints:
+        return self.endpoints()
+
+    def endpoints(self) -> InfraEndpoints:
+        return InfraEndpoints(
+            postgres_url=self._settings.postgres_url,
+            redis_url=self._settings.redis_url,
+            kafka_bootstrap=self._settings.kafka_bootstrap,
+        )
+
+    def release(self) -> None:
+        """Nothing to stop: the user owns these servers."""

@@ -1,0 +1,333 @@
+"""Brings the lab up and down: infrastructure first, then services, then workers.
+
+``up`` is idempotent: what already runs is left alone, what died is started again. It checks every
+port before starting anything and, if any component fails to become healthy, stops what this call
+started, so a failed ``lab up`` never leaves a half-started lab behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.lab import processes, registry
+from services.lab.components import Component, ComponentKind
+from services.lab.infra import Infra, InfraEndpoints, select_infra
+from services.lab.infra.probes import probe_http, probe_kafka, probe_postgres, probe_redis
+from services.lab.processes import ProcessRecord
+from services.lab.settings import LabSettings, env_name
+from services.lab.state import LabState, exclusive
+
+logger = logging.getLogger(__name__)
+
+TIERS: tuple[ComponentKind, ...] = ("infra", "service", "worker")
+_POLL_INTERVAL_S = 0.1
+
+
+class LabError(RuntimeError):
+    """A failure the user can act on; the message says what happened and what to change."""
+
+
+class PortInUse(LabError):
+    pass
+
+
+class StartupFailed(LabError):
+    pass
+
+
+@dataclass
+class UpReport:
+    endpoints: InfraEndpoints
+    started: list[str] = field(default_factory=list)
+    already_running: list[str] = field(default_factory=list)
+    stale_cleaned: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DownReport:
+    stopped: list[str] = field(default_factory=list)
+    stale_cleaned: list[str] = field(default_factory=list)
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+class Supervisor:
+    def __init__(
+        self,
+        settings: LabSettings,
+        *,
+        services: Sequence[registry.ServiceSpec] = registry.SERVICES,
+        workers: Sequence[registry.WorkerSpec] = registry.WORKERS,
+        report: Callable[[str], None] = _silent,
+    ) -> None:
+        self.settings = settings
+        self.services = services
+        self.workers = workers
+        self._report = report
+        self._state_dir = settings.state_dir
+
+    # -- up ---------------------------------------------------------------------------------
+
+    def up(self) -> UpReport:
+        with exclusive(self._state_dir):
+            state = LabState.load(self._state_dir)
+            self._refuse_mode_switch(state)
+            infra = self._infra(state, mode=self.settings.infra)
+            self._report(f"providing infrastructure ({infra.mode})")
+            endpoints = infra.provision()
+            components = self.components(infra, endpoints)
+            pending = [c for c in components if c.name not in state.processes]
+            self._check_ports(pending)
+            state.mode = self.settings.infra
+            outcome = UpReport(
+                endpoints=endpoints,
+                already_running=[c.name for c in components if c.name in state.processes],
+                stale_cleaned=list(state.stale),
+            )
+            self._start_all(pending, state=state, env=self._child_env(endpoints))
+            outcome.started = [c.name for c in pending]
+            state.save()
+            return outcome
+
+    def _refuse_mode_switch(self, state: LabState) -> None:
+        if state.processes and state.mode not in (None, self.settings.infra):
+            raise LabError(
+                f"the lab already runs with LAB_INFRA={state.mode}; run 'lab down' before "
+                f"switching to {self.settings.infra}"
+            )
+
+    def _infra(self, state: LabState, *, mode: str) -> Infra:
+        settings = self.settings.model_copy(update={"infra": mode})
+        return select_infra(settings, recorded_ports=state.ports)
+
+    def components(self, infra: Infra, endpoints: InfraEndpoints) -> list[Component]:
+        """Everything the lab runs, in start order."""
+        return [
+            *infra.components(),
+            *(self._service_component(spec) for spec in self.services),
+            *(self._worker_component(spec) for spec in self.workers),
+        ]
+
+    def _service_component(self, spec: registry.ServiceSpec) -> Component:
+        port = self.settings.port_of(spec.port_setting)
+        argv = uvicorn_argv(host=self.settings.host, port=port, workers=spec.workers)
+        metrics_dir = self._state_dir.resolve() / "metrics" / spec.name
+        return Component(
+            name=spec.name,
+            kind="service",
+            argv=argv,
+            port=port,
+            port_setting=env_name(spec.port_setting),
+            probe=lambda: probe_http(self.service_url(spec) + "/healthz"),
+            env={**serve_env(spec.app_factory, spec.variant), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+            prepare=lambda: _empty_dir(metrics_dir),
+            design=spec.design,
+            variant=spec.variant,
+        )
+
+    def _worker_component(self, spec: registry.WorkerSpec) -> Component:
+        return Component(
+            name=spec.name,
+            kind="worker",
+            argv=(sys.executable, "-m", "services.lab.worker", spec.target),
+            design=spec.design,
+        )
+
+    def service_url(self, spec: registry.ServiceSpec) -> str:
+        return f"http://{self.settings.host}:{self.settings.port_of(spec.port_setting)}"
+
+    def _check_ports(self, pending: Iterable[Component]) -> None:
+        for component in pending:
+            if component.port and not processes.port_is_free(self.settings.host, component.port):
+                raise PortInUse(
+                    f"port {component.port} on {self.settings.host} is already in use, so "
+                    f"{component.name} cannot start; free it or move {component.name} with "
+                    f"{component.port_setting}=<another port>. Nothing was started."
+                )
+
+    def _child_env(self, endpoints: InfraEndpoints) -> dict[str, str]:
+        return {**os.environ, **endpoints.as_env()}
+
+    def _start_all(self, pending: list[Component], *, state: LabState, env: Mapping[str, str]) -> None:
+        started: list[ProcessRecord] = []
+        try:
+            for tier in TIERS:
+                batch = [c for c in pending if c.kind == tier]
+                if batch:
+                    started += self._start_batch(batch, state=state, env=env)
+        except BaseException:
+            self._report("start-up failed; stopping what this call started")
+            for record in reversed(started):
+                processes.stop(record, timeout_s=self.settings.stop_timeout_s)
+                state.processes.pop(record.name, None)
+            state.save()
+            raise
+
+    def _start_batch(
+        self, batch: list[Component], *, state: LabState, env: Mapping[str, str]
+    ) -> list[ProcessRecord]:
+        """Start a tier at once and wait for all of it: servers boot in parallel."""
+        records = []
+        for component in batch:
+            self._report(f"starting {component.name}")
+            records.append(self._spawn(component, env=env))
+            state.remember(records[-1])
+            state.save()  # saved at once, so even a killed 'lab up' leaves 'lab down' a record
+        asyncio.run(self._await_healthy(list(zip(batch, records, strict=True))))
+        return records
+
+    def _spawn(self, component: Component, *, env: Mapping[str, str]) -> ProcessRecord:
+        if component.prepare is not None:
+            component.prepare()
+        return processes.spawn(
+            component.name,
+            component.argv,
+            log_path=self.log_path(component.name),
+            env={**env, **component.env},
+            port=component.port,
+            user=component.user,
+            stop_signal=component.stop_signal,
+        )
+
+    async def _await_healthy(self, started: list[tuple[Component, ProcessRecord]]) -> None:
+        deadline = time.monotonic() + self.settings.startup_timeout_s
+        await asyncio.gather(*(self._await_one(c, r, deadline=deadline) for c, r in started))
+
+    async def _await_one(self, component: Component, record: ProcessRecord, *, deadline: float) -> None:
+        while True:
+            if not processes.is_running(record):
+                raise StartupFailed(self._failure(component, record, "exited during start-up"))
+            if component.probe is None or await component.probe():
+                self._report(f"{component.name} is healthy")
+                return
+            if time.monotonic() > deadline:
+                raise StartupFailed(self._failure(component, record, "did not become healthy in time"))
+            await asyncio.sleep(_POLL_INTERVAL_S)
+
+    def _failure(self, component: Component, record: ProcessRecord, what: str) -> str:
+        log = processes.tail(Path(record.log), lines=15)
+        return f"{component.name} {what} (log: {record.log}):\n{log}"
+
+    def log_path(self, name: str) -> Path:
+        return self._state_dir.resolve() / "logs" / f"{name}.log"
+
+    # -- down -------------------------------------------------------------------------------
+
+    def down(self) -> DownReport:
+        with exclusive(self._state_dir):
+            state = LabState.load(self._state_dir)
+            outcome = DownReport(stale_cleaned=list(state.stale))
+            for name, record in reversed(list(state.processes.items())):
+                self._report(f"stopping {name}")
+                processes.stop(record, timeout_s=self.settings.stop_timeout_s)
+                outcome.stopped.append(name)
+            if state.mode is not None:
+                self._infra(state, mode=state.mode).release()
+            state.forget_all()
+            state.save()
+            return outcome
+
+    # -- status -----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The shape ``lab status --json`` prints."""
+        state = LabState.load(self._state_dir)
+        mode = state.mode or self.settings.infra
+        endpoints = self._infra(state, mode=mode).endpoints()
+        return asyncio.run(self._status(state, mode=mode, endpoints=endpoints))
+
+    async def _status(
+        self, state: LabState, *, mode: str, endpoints: InfraEndpoints | None
+    ) -> dict[str, Any]:
+        infra, services = await asyncio.gather(
+            self._infra_status(endpoints, state), self._services_status(state)
+        )
+        return {
+            "mode": mode,
+            "state_dir": str(self._state_dir.resolve()),
+            "infra": infra,
+            "services": services,
+            "workers": [self._worker_status(spec, state) for spec in self.workers],
+        }
+
+    async def _infra_status(self, endpoints: InfraEndpoints | None, state: LabState) -> dict[str, Any]:
+        """Each server probed over its protocol; ``pids`` only where the lab runs it locally."""
+        if endpoints is None:
+            return {
+                "postgres": {"url": None, "healthy": False, "pids": []},
+                "redis": {"url": None, "healthy": False, "pids": []},
+                "kafka": {"bootstrap": None, "healthy": False, "pids": []},
+            }
+        postgres, redis, kafka = await asyncio.gather(
+            probe_postgres(endpoints.postgres_url, timeout_s=1.0),
+            probe_redis(endpoints.redis_url, timeout_s=1.0),
+            probe_kafka(endpoints.kafka_bootstrap, timeout_s=2.0),
+        )
+        return {
+            "postgres": {
+                "url": endpoints.postgres_url,
+                "healthy": postgres,
+                "pids": _pids(state, "postgres"),
+            },
+            "redis": {"url": endpoints.redis_url, "healthy": redis, "pids": _pids(state, "redis")},
+            "kafka": {
+                "bootstrap": endpoints.kafka_bootstrap,
+                "healthy": kafka,
+                "pids": _pids(state, "kafka"),
+            },
+        }
+
+    async def _services_status(self, state: LabState) -> list[dict[str, Any]]:
+        health = await asyncio.gather(
+            *(probe_http(self.service_url(spec) + "/healthz", timeout_s=1.0) for spec in self.services)
+        )
+        return [
+            {
+                "design": spec.design,
+                "variant": spec.variant,
+                "url": self.service_url(spec),
+                "healthy": healthy,
+                "pids": _pids(state, spec.name),
+            }
+            for spec, healthy in zip(self.services, health, strict=True)
+        ]
+
+    def _worker_status(self, spec: registry.WorkerSpec, state: LabState) -> dict[str, Any]:
+        pids = _pids(state, spec.name)
+        return {"name": spec.name, "design": spec.design, "healthy": bool(pids), "pids": pids}
+
+    def record_of(self, name: str) -> ProcessRecord | None:
+        return LabState.load(self._state_dir).processes.get(name)
+
+
+def uvicorn_argv(*, host: str, port: int, workers: int) -> tuple[str, ...]:
+    """How every service runs: uvicorn building the app in each worker from the environment."""
+    return (
+        sys.executable, "-m", "uvicorn", "services.lab.serve:app_from_env", "--factory",
+        "--host", host, "--port", str(port), "--workers", str(workers), "--no-access-log",
+    )  # fmt: skip
+
+
+def serve_env(app_factory: str, variant: str) -> dict[str, str]:
+    return {"LAB_SERVE_FACTORY": app_factory, "LAB_SERVE_VARIANT": variant}
+
+
+def _pids(state: LabState, name: str) -> list[int]:
+    record = state.processes.get(name)
+    return processes.pids_of(record) if record else []
+
+
+def _empty_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)

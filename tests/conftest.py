@@ -1,0 +1,86 @@
+"""Session-wide real servers from the lab's own infra layer, and clean state for every test.
+
+The servers start once per session (embedded by default; ``LAB_INFRA=external`` or
+``containers`` to test against other servers) on free ports in a private state directory, so the
+suite never collides with a lab the user is running.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from services.lab.infra import InfraEndpoints
+from services.lab.settings import LabSettings
+from services.lab.supervisor import Supervisor
+
+# Durability costs time and proves nothing the tests check; the benchmarks keep PostgreSQL's defaults.
+TEST_POSTGRES_OPTIONS = {
+    "max_connections": "300",
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+}
+
+
+def private_lab_settings(state_dir: Path) -> LabSettings:
+    """Settings for a private lab: its own state directory and free ports for every server."""
+    return LabSettings(
+        infra=os.environ.get("LAB_INFRA", "embedded"),  # type: ignore[arg-type]
+        state_dir=state_dir,
+        postgres_port=0,
+        redis_port=0,
+        kafka_port=0,
+        postgres_options=TEST_POSTGRES_OPTIONS,
+    )
+
+
+@pytest.fixture(scope="session")
+def lab_settings(tmp_path_factory: pytest.TempPathFactory) -> LabSettings:
+    return private_lab_settings(tmp_path_factory.mktemp("lab"))
+
+
+@pytest.fixture(scope="session")
+def infra(lab_settings: LabSettings) -> Iterator[InfraEndpoints]:
+    supervisor = Supervisor(lab_settings, services=(), workers=())
+    report = supervisor.up()
+    try:
+        yield report.endpoints
+    finally:
+        supervisor.down()
+
+
+@pytest.fixture
+def infra_env(infra: InfraEndpoints) -> dict[str, str]:
+    """The environment a service process needs to reach the session's servers."""
+    return infra.as_env()
+
+
+@pytest.fixture
+async def pg(infra: InfraEndpoints) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(infra.postgres_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def redis_client(infra: InfraEndpoints) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(infra.redis_url)
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def unique_id() -> str:
+    return uuid.uuid4().hex[:12]
