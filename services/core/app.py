@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from services.core import health, metrics
 from services.core.logs import configure_logging
-from services.core.problems import install_problem_handlers
+from services.core.problems import HeaderSizeLimitMiddleware, install_problem_handlers
 from services.core.settings import CoreSettings
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -31,6 +31,7 @@ def build_app(*, title: str, settings: CoreSettings, lifespan: Lifespan | None =
     app.include_router(metrics.router)
     if settings.http_metrics:
         app.add_middleware(metrics.RequestMetricsMiddleware)
+    app.add_middleware(HeaderSizeLimitMiddleware, max_bytes=settings.max_header_bytes)
     return app
 
 

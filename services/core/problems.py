@@ -17,6 +17,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "/problems/"
@@ -133,6 +134,34 @@ def _title_for_status(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Error"
+
+
+class HeaderSizeLimitMiddleware:
+    """Refuse oversized request headers with a 431 problem before routing.
+
+    The HTTP parser accepts header blocks far larger than any real client sends; without this
+    bound an app would happily parse, log and key on a 70 KB ``X-Forwarded-For``.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _header_bytes(scope) > self.max_bytes:
+            problem = Problem(
+                status=431,
+                kind="headers-too-large",
+                title="Request Header Fields Too Large",
+                detail=f"the request headers exceed {self.max_bytes} bytes",
+            )
+            await problem_response(problem)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _header_bytes(scope: Scope) -> int:
+    return sum(len(name) + len(value) for name, value in scope["headers"])
 
 
 def install_problem_handlers(app: FastAPI) -> None:

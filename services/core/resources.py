@@ -7,6 +7,7 @@ come from :class:`~services.core.settings.CoreSettings`.
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -24,18 +25,39 @@ HealthCheck = Callable[[], Awaitable[None]]
 
 
 @asynccontextmanager
-async def open_postgres_pool(settings: CoreSettings) -> AsyncIterator[asyncpg.Pool]:
+async def open_postgres_pool(
+    settings: CoreSettings, *, schema: str | None = None
+) -> AsyncIterator[asyncpg.Pool]:
+    """A connection pool; with ``schema``, every connection works in that PostgreSQL schema.
+
+    Naive and hardened variants share one server but never each other's rows: each gets its own
+    schema (``shortener_naive``, ``shortener_hardened``), created here when missing.
+    """
+    if schema is not None:
+        await _ensure_schema(settings.postgres_url, schema)
     pool = await asyncpg.create_pool(
         settings.postgres_url,
         min_size=settings.pg_pool_min_size,
         max_size=settings.pg_pool_max_size,
         command_timeout=settings.pg_command_timeout_s,
+        server_settings={"search_path": schema} if schema else None,
     )
-    logger.info("postgres_pool_opened max_size=%d", settings.pg_pool_max_size)
+    logger.info("postgres_pool_opened schema=%s max_size=%d", schema, settings.pg_pool_max_size)
     try:
         yield pool
     finally:
         await pool.close()
+
+
+async def _ensure_schema(url: str, schema: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        # Concurrent first starts (several uvicorn workers) may race; the lock makes it one at a time.
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", schema)
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    finally:
+        await conn.close()
 
 
 @asynccontextmanager
@@ -88,3 +110,16 @@ def kafka_producer_check(producer: AIOKafkaProducer) -> HealthCheck:
         await producer.client.fetch_all_metadata()
 
     return check
+
+
+def read_resource(package: str, name: str) -> str:
+    """A text file shipped inside a package (``schema.sql``, ``*.lua``), read at start-up."""
+    return importlib.resources.files(package).joinpath(name).read_text(encoding="utf-8")
+
+
+async def apply_schema(pool: asyncpg.Pool, sql: str) -> None:
+    """Run idempotent DDL (``CREATE … IF NOT EXISTS``) once per start, serialized across the
+    worker processes of a service that all start at the same moment."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('lab-schema'))")
+        await conn.execute(sql)

@@ -38,6 +38,9 @@ class CoreSettings(BaseSettings):
     kafka_enable_idempotence: bool = False
     health_timeout_s: float = Field(default=2.0, gt=0)
 
+    # Requests whose headers add up to more are refused with 431 before any handler runs.
+    max_header_bytes: int = Field(default=16_384, ge=1024)
+
     log_level: str = "INFO"
     # Record request counts and latencies per route in /metrics. Off makes the hot path a little
     # shorter, which matters when comparing against a bare endpoint.

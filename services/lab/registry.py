@@ -31,5 +31,11 @@ class WorkerSpec:
     target: str
 
 
-SERVICES: tuple[ServiceSpec, ...] = ()
+SERVICES: tuple[ServiceSpec, ...] = (
+    # Two workers each: the naive limiter's per-process counting only shows with more than one.
+    ServiceSpec("ratelimit", "naive", "services.ratelimit.app:create_app", "ratelimit_naive_port", workers=2),
+    ServiceSpec(
+        "ratelimit", "hardened", "services.ratelimit.app:create_app", "ratelimit_hardened_port", workers=2
+    ),
+)
 WORKERS: tuple[WorkerSpec, ...] = ()

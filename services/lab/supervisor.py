@@ -312,10 +312,16 @@ class Supervisor:
 
 
 def uvicorn_argv(*, host: str, port: int, workers: int) -> tuple[str, ...]:
-    """How every service runs: uvicorn building the app in each worker from the environment."""
+    """How every service runs: uvicorn building the app in each worker from the environment.
+
+    ``--no-proxy-headers``: uvicorn otherwise believes ``X-Forwarded-For`` from 127.0.0.1 and
+    rewrites the client address before the app sees it; the apps decide whom to trust themselves
+    (``LAB_TRUSTED_PROXIES``).
+    """
     return (
         sys.executable, "-m", "uvicorn", "services.lab.serve:app_from_env", "--factory",
-        "--host", host, "--port", str(port), "--workers", str(workers), "--no-access-log",
+        "--host", host, "--port", str(port), "--workers", str(workers),
+        "--no-access-log", "--no-proxy-headers",
     )  # fmt: skip
 
 

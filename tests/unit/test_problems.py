@@ -91,3 +91,12 @@ def test_metrics_count_requests_by_route_template(client: TestClient) -> None:
     client.get("/busy")
     text = client.get("/metrics").text
     assert 'http_requests_total{method="GET",route="/busy",status="503"}' in text
+
+
+def test_oversized_headers_are_a_431_problem(client: TestClient) -> None:
+    response = client.get("/busy", headers={"X-Junk": "x" * 20_000})
+    _assert_problem(response, 431, "headers-too-large")
+
+
+def test_ordinary_headers_pass(client: TestClient) -> None:
+    assert client.get("/busy", headers={"X-Junk": "x" * 1_000}).status_code == 503
