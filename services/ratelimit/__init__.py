@@ -1,0 +1,1 @@
+"""Rate limiter: a per-process fixed window (naive) versus one atomic Redis sliding window (hardened)."""

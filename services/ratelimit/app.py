@@ -1,0 +1,97 @@
+"""``create_app(variant)``: the protected API wired to the naive or the hardened limiter.
+
+The two variants differ only here, in which limiter the guard is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from services.core.app import build_app
+from services.core.health import register_health_check
+from services.core.resources import read_resource, redis_check
+from services.ratelimit import api
+from services.ratelimit.hardened import FailurePolicy, RedisSlidingWindow
+from services.ratelimit.limiter import RateLimitGuard
+from services.ratelimit.naive import FixedWindowCounter
+from services.ratelimit.ports import Policy, RateLimiter
+from services.ratelimit.settings import RateLimitSettings
+
+WireLimiter = Callable[[FastAPI, RateLimitSettings, AsyncExitStack], Awaitable[RateLimiter]]
+
+
+async def wire_naive(_: FastAPI, __: RateLimitSettings, ___: AsyncExitStack) -> RateLimiter:
+    return FixedWindowCounter()
+
+
+async def wire_hardened(app: FastAPI, settings: RateLimitSettings, stack: AsyncExitStack) -> RateLimiter:
+    redis = await stack.enter_async_context(_limiter_redis(settings))
+    register_health_check(app, name="redis", check=redis_check(redis))
+    script_name = f"{settings.ratelimit_algorithm.replace('-', '_')}.lua"
+    script = redis.register_script(read_resource("services.ratelimit", script_name))
+    window = RedisSlidingWindow(redis, script=script, algorithm=settings.ratelimit_algorithm)
+    return FailurePolicy(
+        window,
+        on_error=settings.ratelimit_on_redis_error,
+        timeout_s=settings.ratelimit_redis_timeout_ms / 1000,
+    )
+
+
+@asynccontextmanager
+async def _limiter_redis(settings: RateLimitSettings) -> AsyncIterator[aioredis.Redis]:
+    """A client whose every wait is bounded by the limiter's budget: no retries (a retry would
+    spend the budget twice), and a pool that waits for a free connection no longer than a check may."""
+    budget_s = settings.ratelimit_redis_timeout_ms / 1000
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=budget_s,
+        socket_timeout=budget_s,
+        socket_connect_timeout=budget_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+    client = aioredis.Redis(connection_pool=pool)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        await pool.aclose()
+
+
+VARIANTS: dict[str, WireLimiter] = {"naive": wire_naive, "hardened": wire_hardened}
+
+
+def policies(settings: RateLimitSettings) -> tuple[Policy, dict[str, Policy]]:
+    default = Policy("default", settings.ratelimit_limit, settings.ratelimit_window_s)
+    per_route = {
+        route: Policy(o.name, o.limit, o.window_s) for route, o in settings.ratelimit_route_policies.items()
+    }
+    return default, per_route
+
+
+def create_app(variant: str, settings: RateLimitSettings | None = None) -> FastAPI:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown rate-limiter variant {variant!r}; choose one of {sorted(VARIANTS)}")
+    settings = settings or RateLimitSettings()
+    wire = VARIANTS[variant]
+    default, per_route = policies(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            limiter = await wire(app, settings, stack)
+            app.state.rate_limit_guard = RateLimitGuard(
+                limiter, default=default, per_route=per_route, trusted_proxies=settings.trusted_proxies
+            )
+            yield
+
+    app = build_app(title=f"Rate limiter ({variant})", settings=settings, lifespan=lifespan)
+    api.install_error_mapping(app)
+    app.include_router(api.router)
+    return app

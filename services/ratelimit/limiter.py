@@ -1,0 +1,75 @@
+"""The reusable piece: a FastAPI dependency that counts each request against its route's policy and
+answers with the IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers-10).
+
+Any app can protect a route with it, whichever limiter (naive or hardened) it is wired to::
+
+    guard = RateLimitGuard(limiter, default=Policy("default", 100, 60))
+    app.state.rate_limit_guard = guard
+    @app.get("/thing", dependencies=[Depends(rate_limited)])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Annotated
+
+from fastapi import Depends, Request, Response
+
+from services.ratelimit.errors import QuotaExceeded
+from services.ratelimit.identity import Network, client_identity
+from services.ratelimit.ports import Decision, Policy, RateLimiter
+
+
+def policy_field(policy: Policy) -> str:
+    return f'"{policy.name}";q={policy.limit};w={policy.window_s}'
+
+
+def ratelimit_fields(policy: Policy, decision: Decision) -> dict[str, str]:
+    """Both fields; a degraded (fail-open) decision has no real count, so it states only the policy."""
+    fields = {"RateLimit-Policy": policy_field(policy)}
+    if not decision.degraded:
+        fields["RateLimit"] = f'"{policy.name}";r={decision.remaining};t={decision.reset_s}'
+    return fields
+
+
+class RateLimitGuard:
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        *,
+        default: Policy,
+        per_route: Mapping[str, Policy] | None = None,
+        trusted_proxies: Sequence[Network] = (),
+    ) -> None:
+        self.limiter = limiter
+        self._default = default
+        self._per_route = dict(per_route or {})
+        self._trusted_proxies = tuple(trusted_proxies)
+
+    def policy_for(self, request: Request) -> Policy:
+        route = getattr(request.scope.get("route"), "path", request.url.path)
+        return self._per_route.get(f"{request.method} {route}", self._default)
+
+    async def check(self, request: Request) -> tuple[str, Policy, Decision]:
+        identity = client_identity(
+            api_key=request.headers.get("x-api-key"),
+            peer=request.client.host if request.client else None,
+            forwarded_for=request.headers.get("x-forwarded-for"),
+            trusted_proxies=self._trusted_proxies,
+        )
+        policy = self.policy_for(request)
+        decision = await self.limiter.check(identity, policy)
+        if not decision.allowed:
+            raise QuotaExceeded(policy=policy, decision=decision)
+        return identity, policy, decision
+
+
+async def rate_limited(request: Request, response: Response) -> str:
+    """Admit the request or raise :class:`QuotaExceeded`; returns the identity it was counted as."""
+    guard: RateLimitGuard = request.app.state.rate_limit_guard
+    identity, policy, decision = await guard.check(request)
+    response.headers.update(ratelimit_fields(policy, decision))
+    return identity
+
+
+RateLimitedDep = Annotated[str, Depends(rate_limited)]

@@ -1,0 +1,38 @@
+"""Settings of the rate-limiter design (``LAB_RATELIMIT_*``, and ``LAB_TRUSTED_PROXIES``)."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Network, IPv6Network
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from services.core.settings import CoreSettings
+
+Algorithm = Literal["sliding-log", "sliding-counter"]
+FailurePolicy = Literal["open", "closed"]
+
+
+class PolicyOverride(BaseModel):
+    """A route's own quota, e.g. ``{"POST /api/v1/resource": {"name": "writes", "limit": 20}}``."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,31}$")
+    limit: int = Field(ge=1)
+    window_s: int = Field(default=60, ge=1)
+
+
+class RateLimitSettings(CoreSettings):
+    """Knobs a learner turns: the quota, the algorithm, and what to do when Redis fails."""
+
+    ratelimit_limit: int = Field(default=100, ge=1, description="requests admitted per window")
+    ratelimit_window_s: int = Field(default=60, ge=1, description="window length in seconds")
+    # Per-route quotas, keyed "METHOD /path"; routes not listed use the default policy above.
+    ratelimit_route_policies: dict[str, PolicyOverride] = Field(default_factory=dict)
+    # sliding-log: exact, memory grows with the limit; sliding-counter: approximate, two counters.
+    ratelimit_algorithm: Algorithm = "sliding-log"
+    # open: admit when Redis fails (availability first); closed: answer 503 (protection first).
+    ratelimit_on_redis_error: FailurePolicy = "open"
+    # The longest a check may wait on Redis; a stalled Redis must not stall requests.
+    ratelimit_redis_timeout_ms: int = Field(default=50, ge=1)
+    # Peers whose X-Forwarded-For is believed (e.g. the lab's nginx). Nobody by default.
+    trusted_proxies: list[IPv4Network | IPv6Network] = Field(default_factory=list)

@@ -1,0 +1,145 @@
+"""The hardened limiter when Redis dies, stalls and comes back: the failure policy decides, a stalled
+Redis never stalls requests beyond the budget, and limiting resumes by itself.
+
+Each test gets its own Valkey server, so killing it disturbs nobody else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.lab import processes
+from services.lab.infra import InfraEndpoints
+from services.lab.infra.embedded import valkey_server_bin
+from services.lab.processes import ProcessRecord
+from tests.support.ratelimit import RESOURCE, run_limiter
+
+pytestmark = pytest.mark.integration
+
+BUDGET_MS = 50
+# What a request may take beyond the budget on a busy 2-core machine: HTTP, the event loop, the test client.
+MARGIN_S = 0.5
+
+
+@dataclasses.dataclass
+class OwnRedis:
+    port: int
+    log_dir: Path
+    record: ProcessRecord | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        argv = (str(valkey_server_bin()), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "")
+        self.record = processes.spawn(
+            "valkey", argv, log_path=self.log_dir / "valkey.log", env=dict(os.environ), port=self.port
+        )
+        assert processes.wait_for(lambda: not processes.port_is_free("127.0.0.1", self.port), timeout_s=10)
+
+    def signal(self, sig: int) -> None:
+        assert self.record is not None
+        processes.send_signal(self.record, sig)
+
+    def kill(self) -> None:
+        assert self.record is not None
+        processes.stop(dataclasses.replace(self.record, stop_signal=signal.SIGKILL), timeout_s=5)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    server = OwnRedis(port=processes.free_port(), log_dir=tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.signal(signal.SIGCONT)
+        server.kill()
+
+
+def _limiter(own_redis: OwnRedis, infra: InfraEndpoints, tmp_path: Path, on_error: str, limit: int = 3):
+    swapped = dataclasses.replace(infra, redis_url=own_redis.url)
+    return run_limiter(
+        "hardened",
+        infra=swapped,
+        log_dir=tmp_path,
+        limit=limit,
+        on_redis_error=on_error,
+        redis_timeout_ms=BUDGET_MS,
+    )
+
+
+def _backend_errors(client: httpx.Client) -> float:
+    text = client.get("/metrics").text
+    found = re.findall(r'^ratelimit_backend_errors_total\{policy="default"\} (\S+)$', text, re.MULTILINE)
+    return float(found[0]) if found else 0.0
+
+
+def test_fail_open_admits_and_counts_when_redis_is_killed(
+    own_redis: OwnRedis, infra: InfraEndpoints, tmp_path: Path
+) -> None:
+    with _limiter(own_redis, infra, tmp_path, "open") as app, httpx.Client(base_url=app.url) as client:
+        assert client.get(RESOURCE).status_code == 200
+        own_redis.kill()
+        statuses = [client.get(RESOURCE).status_code for _ in range(20)]
+        errors = _backend_errors(client)
+    assert statuses == [200] * 20  # well past the limit of 3: admitted, because the policy says open
+    assert errors >= 20
+
+
+def test_fail_closed_answers_503_with_retry_after_when_redis_is_killed(
+    own_redis: OwnRedis, infra: InfraEndpoints, tmp_path: Path
+) -> None:
+    with _limiter(own_redis, infra, tmp_path, "closed") as app, httpx.Client(base_url=app.url) as client:
+        assert client.get(RESOURCE).status_code == 200
+        own_redis.kill()
+        responses = [client.get(RESOURCE) for _ in range(5)]
+    for response in responses:
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["type"] == "/problems/rate-limiter-unavailable"
+        assert int(response.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize("on_error", ["open", "closed"])
+def test_a_paused_redis_never_stalls_a_request_beyond_the_budget(
+    own_redis: OwnRedis, infra: InfraEndpoints, tmp_path: Path, on_error: str
+) -> None:
+    with _limiter(own_redis, infra, tmp_path, on_error) as app, httpx.Client(base_url=app.url) as client:
+        assert client.get(RESOURCE).status_code == 200
+        own_redis.signal(signal.SIGSTOP)
+        timings = []
+        for _ in range(20):
+            started = time.perf_counter()
+            status = client.get(RESOURCE).status_code
+            timings.append((time.perf_counter() - started, status))
+    assert {status for _, status in timings} == ({200} if on_error == "open" else {503})
+    slowest = max(took for took, _ in timings)
+    assert slowest < BUDGET_MS / 1000 + MARGIN_S, f"slowest answer took {slowest:.3f}s"
+
+
+def test_limiting_resumes_by_itself_when_redis_returns(
+    own_redis: OwnRedis, infra: InfraEndpoints, tmp_path: Path
+) -> None:
+    with _limiter(own_redis, infra, tmp_path, "open") as app, httpx.Client(base_url=app.url) as client:
+        assert client.get(RESOURCE).status_code == 200
+        own_redis.kill()
+        assert client.get(RESOURCE).status_code == 200  # fail-open while it is gone
+        own_redis.start()  # a new, empty server on the same port: scripts must be loaded again
+
+        def limited() -> bool:
+            return client.get(RESOURCE).status_code == 429
+
+        assert processes.wait_for(limited, timeout_s=10)
+        remaining = client.get(RESOURCE).headers["ratelimit"]
+    assert remaining.startswith('"default";r=0;')
