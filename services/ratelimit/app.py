@@ -31,7 +31,7 @@ async def wire_naive(_: FastAPI, __: RateLimitSettings, ___: AsyncExitStack) -> 
 
 
 async def wire_hardened(app: FastAPI, settings: RateLimitSettings, stack: AsyncExitStack) -> RateLimiter:
-    redis = await stack.enter_async_context(_limiter_redis(settings))
+    redis = await stack.enter_async_context(limiter_redis(settings))
     register_health_check(app, name="redis", check=redis_check(redis))
     script_name = f"{settings.ratelimit_algorithm.replace('-', '_')}.lua"
     script = redis.register_script(read_resource("services.ratelimit", script_name))
@@ -44,7 +44,7 @@ async def wire_hardened(app: FastAPI, settings: RateLimitSettings, stack: AsyncE
 
 
 @asynccontextmanager
-async def _limiter_redis(settings: RateLimitSettings) -> AsyncIterator[aioredis.Redis]:
+async def limiter_redis(settings: RateLimitSettings) -> AsyncIterator[aioredis.Redis]:
     """A client whose every wait is bounded by the limiter's budget: no retries (a retry would
     spend the budget twice), and a pool that waits for a free connection no longer than a check may."""
     budget_s = settings.ratelimit_redis_timeout_ms / 1000
@@ -78,8 +78,13 @@ def policies(settings: RateLimitSettings) -> tuple[Policy, dict[str, Policy]]:
 def create_app(variant: str, settings: RateLimitSettings | None = None) -> FastAPI:
     if variant not in VARIANTS:
         raise ValueError(f"unknown rate-limiter variant {variant!r}; choose one of {sorted(VARIANTS)}")
-    settings = settings or RateLimitSettings()
-    wire = VARIANTS[variant]
+    return build_protected_app(
+        title=f"Rate limiter ({variant})", settings=settings or RateLimitSettings(), wire=VARIANTS[variant]
+    )
+
+
+def build_protected_app(*, title: str, settings: RateLimitSettings, wire: WireLimiter) -> FastAPI:
+    """The protected API guarded by whatever limiter ``wire`` builds (the bench adds a baseline)."""
     default, per_route = policies(settings)
 
     @asynccontextmanager
@@ -91,7 +96,7 @@ def create_app(variant: str, settings: RateLimitSettings | None = None) -> FastA
             )
             yield
 
-    app = build_app(title=f"Rate limiter ({variant})", settings=settings, lifespan=lifespan)
+    app = build_app(title=title, settings=settings, lifespan=lifespan)
     api.install_error_mapping(app)
     app.include_router(api.router)
     return app

@@ -52,13 +52,14 @@ class RedisSlidingWindow:
         key = f"{_KEY_PREFIX[self._algorithm]}:{{{identity}}}:{policy.name}"
         args: list[int | str] = [policy.limit, policy.window_s * _MICROSECONDS, secrets.token_hex(6)]
         try:
-            allowed, remaining, reset_us, _ = await self._script(keys=[key], args=args)
+            allowed, remaining, reset_us, now_us = await self._script(keys=[key], args=args)
         except (TimeoutError, aioredis.RedisError, OSError) as exc:
             raise BackendError(f"{type(exc).__name__}: {exc}") from exc
         return Decision(
             allowed=bool(allowed),
             remaining=max(0, int(remaining)),
             reset_s=math.ceil(int(reset_us) / _MICROSECONDS),
+            decided_at=int(now_us) / _MICROSECONDS,
         )
 
 

@@ -39,6 +39,11 @@ class FixedWindowCounter:
         self._counts[key] = used + 1
         return Decision(allowed=True, remaining=policy.limit - used - 1, reset_s=reset_s)
 
+    @property
+    def tracked_counts(self) -> int:
+        """How many (identity, window) counts are held in memory."""
+        return len(self._counts)
+
     def _forget_past_windows(self, policy: Policy, window: int) -> None:
         """Drop counts of finished windows, so memory stays bounded by the active identities."""
         if self._current_window.get(policy.name) == window:

