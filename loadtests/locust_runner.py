@@ -1,20 +1,29 @@
-"""Run Locust headless in its own process and read back what it measured.
+"""Run Locust headless in its own processes and read back what it measured.
 
-Locust runs as a separate process (gevent patches the whole interpreter it runs in), writes its
-final statistics with ``--json-file``, and this module turns them into a :class:`LoadSummary`.
+Locust runs as a separate process (gevent patches the whole interpreter it runs in). It writes its
+final statistics with ``--json-file`` and a per-second history with ``--csv-full-history``; its own
+HTML report goes next to ours. While it runs, this module samples the CPU of the Locust processes,
+so a report can say when the load generator, not the system under test, was the bottleneck.
 """
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import json
 import os
 import subprocess
 import sys
-import tempfile
+import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
+
+# A Locust process above this share of one core is saturated: it measures itself, not the target.
+SATURATED_CPU_PERCENT = 90.0
 
 
 @dataclass(frozen=True)
@@ -27,9 +36,16 @@ class LoadSummary:
     p95_ms: float
     p99_ms: float
     max_ms: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    locust_cpu_percent: float = 0.0
+    locust_processes: int = 1
+
+    @property
+    def locust_saturated(self) -> bool:
+        return self.locust_cpu_percent / self.locust_processes >= SATURATED_CPU_PERCENT
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "locust_saturated": self.locust_saturated}
 
 
 def run_locust(
@@ -38,31 +54,108 @@ def run_locust(
     host: str,
     users: int,
     duration_s: int,
-    spawn_rate: float | None = None,
+    shape: str = "steady",
     env: Mapping[str, str] | None = None,
-    timeout_s: float | None = None,
+    out_dir: Path | None = None,
+    processes: int = 0,
 ) -> LoadSummary:
-    """Drive ``host`` with ``users`` users of ``locustfile`` for ``duration_s`` seconds."""
-    with tempfile.TemporaryDirectory(prefix="lab-locust-") as scratch:
-        stats_file = Path(scratch) / "stats"
-        argv = [
-            sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
-            "--host", host, "--users", str(users), "--spawn-rate", str(spawn_rate or users),
-            "--run-time", f"{duration_s}s", "--only-summary", "--json-file", str(stats_file),
-            "--loglevel", "WARNING",
-        ]  # fmt: skip
-        completed = subprocess.run(
-            argv,
-            env={**os.environ, **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=timeout_s or duration_s + 60,
-            stdin=subprocess.DEVNULL,
-        )
-        if completed.returncode not in (0, 1):  # 1 means "some requests failed", still measured
-            raise RuntimeError(f"locust failed ({completed.returncode}):\n{completed.stderr[-2000:]}")
-        entries = json.loads(stats_file.with_suffix(".json").read_text())
-    return summarize(entries)
+    """Drive ``host`` with ``locustfile`` following ``shape``; files land in ``out_dir``.
+
+    ``processes`` > 0 runs Locust's master with that many worker processes.
+    """
+    scratch = out_dir or Path(os.environ.get("TMPDIR", "/tmp")) / f"lab-locust-{os.getpid()}-{time.time_ns()}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    argv = [
+        sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "--host", host,
+        "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{duration_s + 5}s",
+        "--only-summary", "--loglevel", "WARNING",
+        "--json-file", str(scratch / "locust"), "--csv", str(scratch / "locust"), "--csv-full-history",
+        "--html", str(scratch / "locust.html"),
+    ]  # fmt: skip
+    if processes > 0:
+        argv += ["--processes", str(processes)]
+    shape_env = {"LAB_SHAPE": shape, "LAB_SHAPE_USERS": str(users), "LAB_SHAPE_DURATION_S": str(duration_s)}
+    child = subprocess.Popen(
+        argv,
+        env={**os.environ, **shape_env, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=(scratch / "locust.log").open("wb"),
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        cpu_percent = _sample_cpu_until_exit(child, timeout_s=duration_s + 90)
+    except BaseException:  # Ctrl-C included: never leave a load generator running
+        child.kill()
+        child.wait()
+        raise
+    if child.returncode not in (0, 1):  # 1 means "some requests failed", still measured
+        log = (scratch / "locust.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"locust exited with {child.returncode}:\n{log}")
+    entries = json.loads((scratch / "locust.json").read_text())
+    return dataclasses.replace(
+        summarize(entries),
+        history=read_history(scratch / "locust_stats_history.csv"),
+        locust_cpu_percent=cpu_percent,
+        locust_processes=max(1, processes),
+    )
+
+
+def _sample_cpu_until_exit(child: subprocess.Popen[bytes], *, timeout_s: float) -> float:
+    """The highest CPU use of Locust (all its processes, percent of one core) over the run."""
+    deadline = time.monotonic() + timeout_s
+    peak = 0.0
+    tracked: dict[int, psutil.Process] = {}
+    while child.poll() is None:
+        if time.monotonic() > deadline:
+            child.kill()
+            child.wait()
+            raise RuntimeError("locust did not finish in time")
+        peak = max(peak, _cpu_of_family(child.pid, tracked))
+        time.sleep(1.0)
+    return round(peak, 1)
+
+
+def _cpu_of_family(pid: int, tracked: dict[int, psutil.Process]) -> float:
+    try:
+        parent = psutil.Process(pid)
+        family = [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for process in family:
+        known = tracked.setdefault(process.pid, process)
+        try:
+            total += known.cpu_percent(interval=None)  # since the previous sample of this process
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    """Per-second rows of the aggregated line: elapsed seconds, users, throughput, percentiles."""
+    if not path.exists():
+        return []
+    rows = [row for row in csv.DictReader(path.open()) if row.get("Name") == "Aggregated"]
+    if not rows:
+        return []
+    start = float(rows[0]["Timestamp"])
+    return [_history_point(row, start) for row in rows]
+
+
+def _history_point(row: Mapping[str, str], start: float) -> dict[str, float]:
+    def number(key: str) -> float:
+        value = row.get(key, "") or "0"
+        return 0.0 if value == "N/A" else float(value)
+
+    return {
+        "t": float(row["Timestamp"]) - start,
+        "users": number("User Count"),
+        "rps": number("Requests/s"),
+        "failures_per_s": number("Failures/s"),
+        "p50_ms": number("50%"),
+        "p95_ms": number("95%"),
+        "p99_ms": number("99%"),
+    }
 
 
 def summarize(entries: list[dict[str, Any]]) -> LoadSummary:
@@ -83,7 +176,7 @@ def summarize(entries: list[dict[str, Any]]) -> LoadSummary:
         p50_ms=percentile(histogram, 0.50),
         p95_ms=percentile(histogram, 0.95),
         p99_ms=percentile(histogram, 0.99),
-        max_ms=max((e["max_response_time"] for e in entries), default=0.0),
+        max_ms=round(max((e["max_response_time"] for e in entries), default=0.0), 1),
     )
 
 

@@ -3,14 +3,23 @@
 A ``429`` is the limiter doing its job, so it counts as a success; anything else that is not a
 ``200`` is a failure. Keys come from the environment so the bench can size the key space:
 ``LAB_LOAD_KEYS`` (default 10,000) and ``LAB_LOAD_HOT_KEYS`` (default 5).
+
+With ``LAB_BENCH_RECORD_DIR`` set, every admitted request of a hot key is recorded with the server's
+own time (``served_at``), one file per Locust process, for the auditor to count over-admissions.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
 
-from locust import FastHttpUser, constant, task
+from locust import FastHttpUser, constant, events, task
+
+from loadtests.shapes import selected_shape
 
 RESOURCE = "/api/v1/resource"
 
@@ -33,6 +42,8 @@ class RateLimitedClient(FastHttpUser):
                 response.success()
             else:
                 response.failure(f"unexpected status {response.status_code}")
+            if response.status_code == 200 and key.startswith("hot-"):
+                ADMITTED[key].append(float(response.json()["served_at"]))
 
     @task(9)
     def spread_key(self) -> None:
@@ -41,3 +52,17 @@ class RateLimitedClient(FastHttpUser):
     @task(1)
     def hot_key(self) -> None:
         self._request(f"hot-{random.randrange(self.hot_keys)}")
+
+
+ADMITTED: defaultdict[str, list[float]] = defaultdict(list)
+
+
+@events.test_stop.add_listener  # type: ignore[untyped-decorator]
+def _write_admitted(**_: Any) -> None:
+    record_dir = os.environ.get("LAB_BENCH_RECORD_DIR")
+    if record_dir and ADMITTED:
+        path = Path(record_dir) / f"admitted-{os.getpid()}.json"
+        path.write_text(json.dumps(ADMITTED))
+
+
+LoadShape = selected_shape()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -151,22 +152,104 @@ def _follow(path: Path) -> None:
 
 
 @app.command()
-def demo() -> None:
-    """The lab's main job: bring the lab up, show it, and leave it as it was found."""
+def bench(
+    design: Annotated[str, typer.Argument(help="ratelimit, shortener or orders")],
+    variants: Annotated[str, typer.Option(help="comma-separated")] = "naive,hardened",
+    shape: Annotated[str, typer.Option(help="steady, ramp or spike")] = "steady",
+    users: Annotated[int, typer.Option(min=1)] = 20,
+    duration: Annotated[str, typer.Option(help="per variant: 30s, 2m")] = "30s",
+    concurrent: Annotated[bool, typer.Option(help="run the variants at the same time")] = False,
+    workers: Annotated[int, typer.Option(min=0, help="Locust worker processes (0: one process)")] = 0,
+    out: Annotated[Path | None, typer.Option(help="report folder")] = None,
+    chaos: Annotated[str, typer.Option(help="e.g. 'kafka:pause@10s,kafka:resume@20s'")] = "",
+    infra: InfraOption = None,
+) -> None:
+    """Drive each variant of a design with the same load; audit; write the report."""
+    from loadtests.bench import BenchError, BenchOptions, parse_duration, run_bench
+
+    try:
+        options = BenchOptions(
+            design=design,
+            variants=tuple(v.strip() for v in variants.split(",") if v.strip()),
+            shape=shape,
+            users=users,
+            duration_s=parse_duration(duration),
+            concurrent=concurrent,
+            workers=workers,
+            out=out,
+            chaos=chaos,
+        )
+        paths = run_bench(options, settings=_settings(infra=infra), say=_say)
+    except (BenchError, LabError, InfraError) as exc:
+        _fail(str(exc))
+    console.print(f"[green]report[/] {paths['html']}  ({paths['md']}, {paths['json']})")
+
+
+def _say(line: str) -> None:
+    console.print(line, style="dim" if line.startswith("  ") else None, highlight=False)
+
+
+@app.command()
+def chaos(
+    component: Annotated[str, typer.Argument(help="postgres, redis, kafka, a service or a worker")],
+    action: Annotated[str, typer.Argument(help="kill, pause, resume or restart")],
+) -> None:
+    """Inject a fault into a running component."""
+    from loadtests.chaos import ACTIONS, SIGNALS
+
+    supervisor = _supervisor(_settings())
+    if component not in supervisor.known_components():
+        _fail(f"unknown component {component!r}; known: {', '.join(supervisor.known_components())}")
+    if action not in ACTIONS:
+        _fail(f"unknown action {action!r}; choose one of {', '.join(ACTIONS)}")
+    try:
+        if action == "restart":
+            supervisor.restart([component])
+        else:
+            supervisor.signal_component(component, SIGNALS[action])
+    except LabError as exc:
+        _fail(str(exc))
+    console.print(f"{component}: {action} done")
+
+
+@app.command()
+def locust(
+    design: Annotated[str, typer.Argument(help="ratelimit, shortener or orders")],
+    variant: Annotated[str, typer.Argument(help="naive or hardened")],
+    port: Annotated[int, typer.Option(help="port of Locust's web UI")] = 8089,
+) -> None:
+    """Open Locust's web UI against a running variant, for live classes."""
+    import subprocess
+
+    from loadtests.designs import DESIGNS
+
     settings = _settings()
     supervisor = _supervisor(settings)
-    console.rule("System Design Lab demo")
-    console.print("Bringing up PostgreSQL, Valkey, the Kafka-protocol broker and every service.")
+    bench_design = DESIGNS.get(design)
+    if bench_design is None or variant not in bench_design.services:
+        _fail(f"unknown design or variant {design!r} {variant!r}; designs: {', '.join(DESIGNS)}")
+    spec = next(s for s in supervisor.services if s.name == bench_design.services[variant])
+    host = supervisor.service_url(spec)
+    console.print(f"Locust web UI on http://{settings.host}:{port} driving {host} (Ctrl-C to stop)")
+    argv = [sys.executable, "-m", "locust", "-f", str(bench_design.locustfile), "--host", host,
+            "--web-host", settings.host, "--web-port", str(port)]  # fmt: skip
+    with contextlib.suppress(KeyboardInterrupt):
+        subprocess.run(argv, check=False)
+
+
+@app.command()
+def demo(
+    which: Annotated[str, typer.Argument(help="flash-sale, shortener, ratelimit or all")] = "all",
+    duration: Annotated[str, typer.Option(help="per variant")] = "20s",
+    users: Annotated[int, typer.Option(min=1)] = 20,
+) -> None:
+    """The instructor's script: narrate, run each design's bench, end with a verdict table."""
+    from loadtests.demo import DemoError, run_demo
+
     try:
-        report = supervisor.up()
-    except (LabError, InfraError) as exc:
+        run_demo(which, settings=_settings(), duration=duration, users=users, console=console)
+    except DemoError as exc:
         _fail(str(exc))
-    try:
-        out.print(_status_table(supervisor.status()))
-    finally:
-        if not report.already_running:
-            console.print("Stopping what the demo started.")
-            supervisor.down()
 
 
 def main() -> None:

@@ -167,6 +167,17 @@ def send_signal(record: ProcessRecord, sig: int) -> bool:
     return True
 
 
+def signal_group(record: ProcessRecord, sig: int) -> bool:
+    """Signal the recorded process's whole group; False when it is not running."""
+    if _process(record) is None:
+        return False
+    try:
+        os.killpg(record.pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -221,6 +222,36 @@ class Supervisor:
 
     def log_path(self, name: str) -> Path:
         return self._state_dir.resolve() / "logs" / f"{name}.log"
+
+    # -- single components (chaos drills, resets) ------------------------------------------------
+
+    def known_components(self) -> list[str]:
+        """Every name ``lab chaos`` and ``lab logs`` accept, in start order."""
+        return [
+            "postgres", "redis", "kafka",
+            *(spec.name for spec in self.services),
+            *(spec.name for spec in self.workers),
+        ]  # fmt: skip
+
+    def signal_component(self, name: str, sig: int) -> None:
+        """Send ``sig`` to a running component's whole process group (a paused PostgreSQL must
+        pause its backends too, not only the postmaster)."""
+        record = self.record_of(name)
+        if record is None:
+            raise LabError(f"{name} is not running (start it with 'lab up')")
+        processes.signal_group(record, sig)
+
+    def restart(self, names: Iterable[str]) -> UpReport:
+        """Stop the named components and start them again with ``up`` (clean in-process state)."""
+        with exclusive(self._state_dir):
+            state = LabState.load(self._state_dir)
+            for name in names:
+                record = state.processes.pop(name, None)
+                if record is not None:
+                    processes.signal_group(record, signal.SIGCONT)  # a paused process cannot stop
+                    processes.stop(record, timeout_s=self.settings.stop_timeout_s)
+            state.save()
+        return self.up()
 
     # -- down -------------------------------------------------------------------------------
 

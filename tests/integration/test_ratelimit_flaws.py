@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from loadtests.designs import most_in_any_window
 from services.lab.infra import InfraEndpoints
-from tests.support.ratelimit import fire, most_in_any_window, run_limiter
+from tests.support.ratelimit import fire, run_limiter
 
 pytestmark = pytest.mark.integration
 

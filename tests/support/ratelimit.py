@@ -65,14 +65,3 @@ async def get(client: httpx.AsyncClient, *, headers: Mapping[str, str] | None = 
         headers=response.headers,
         body=response.json(),
     )
-
-
-def most_in_any_window(timestamps: list[float], *, window_s: float) -> int:
-    """The largest number of timestamps inside any half-open interval of length ``window_s``."""
-    ordered = sorted(timestamps)
-    most, start = 0, 0
-    for end, stamp in enumerate(ordered):
-        while stamp - ordered[start] >= window_s:
-            start += 1
-        most = max(most, end - start + 1)
-    return most

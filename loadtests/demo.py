@@ -1,0 +1,135 @@
+"""``lab demo``: the instructor's script. It says what is about to happen and what to look for, runs
+each design's bench, and ends with one verdict table, naive beside hardened."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from loadtests.bench import BenchOptions, parse_duration, run_bench
+from loadtests.designs import DESIGNS
+from services.lab.settings import LabSettings
+from services.lab.state import LabState
+from services.lab.supervisor import Supervisor
+
+
+class DemoError(ValueError):
+    """An unknown demo name or bad options; raised before anything starts."""
+
+
+@dataclass(frozen=True)
+class Act:
+    """One design's part of the demo."""
+
+    design: str
+    title: str
+    shape: str
+    intro: str
+
+
+ACTS = {
+    "ratelimit": Act(
+        design="ratelimit",
+        title="Rate limiter: two workers, one quota?",
+        shape="steady",
+        intro=(
+            "A protected API allows each API key 100 requests a minute. Both variants run two uvicorn "
+            "workers, as any service does once it needs a second core. Locust sends traffic from "
+            "10,000 keys plus five hot keys that hammer the API."
+        ),
+    ),
+    "shortener": Act(
+        design="shortener",
+        title="URL shortener: the read path",
+        shape="steady",
+        intro="Creates, then redirects over a skewed working set: the hot path of a read-heavy design.",
+    ),
+    "flash-sale": Act(
+        design="orders",
+        title="Flash sale: oversold, double-charged, lost",
+        shape="spike",
+        intro=(
+            "A limited stock goes on sale; buyers arrive in a spike, time out, and retry, as real "
+            "frontends do. Afterwards the auditor counts units sold against stock, charges per "
+            "customer, and events published against orders committed."
+        ),
+    ),
+}
+
+
+def available_acts(which: str) -> list[Act]:
+    runnable = [act for act in ACTS.values() if act.design in DESIGNS]
+    if which == "all":
+        return runnable
+    act = ACTS.get(which)
+    if act is None:
+        raise DemoError(f"unknown demo {which!r}; choose one of {', '.join(ACTS)} or all")
+    if act.design not in DESIGNS:
+        raise DemoError(f"the {which} demo needs the {act.design} design, which this lab does not have yet")
+    return [act]
+
+
+def run_demo(which: str, *, settings: LabSettings, duration: str, users: int, console: Console) -> Path:
+    acts = available_acts(which)
+    duration_s = parse_duration(duration)
+    out_dir = Path("results") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    supervisor = Supervisor(settings, report=lambda line: console.print(f"  {line}", style="dim"))
+    lab_was_running = bool(LabState.load(settings.state_dir).processes)
+    console.rule("[bold]System Design Lab")
+    console.print("Bringing up PostgreSQL, Valkey, the Kafka-protocol broker and every service.")
+    supervisor.up()
+    reports: dict[str, dict[str, object]] = {}
+    try:
+        for act in acts:
+            reports[act.design] = _perform(act, settings, duration_s, users, out_dir, console)
+    finally:
+        if not lab_was_running:
+            console.print("Stopping what the demo started.")
+            supervisor.down()
+    console.rule("[bold]Verdict")
+    console.print(_verdict_table(reports))
+    console.print(f"Reports: {out_dir.resolve()}/<design>/report.html")
+    return out_dir
+
+
+def _perform(
+    act: Act, settings: LabSettings, duration_s: int, users: int, out: Path, console: Console
+) -> dict[str, object]:
+    design = DESIGNS[act.design]
+    console.rule(f"[bold]{act.title}")
+    console.print(act.intro)
+    console.print(f"[bold]What to watch:[/] {design.what_to_watch}")
+    console.print(f"Running the naive variant, then the hardened one, {duration_s} s each.")
+    options = BenchOptions(
+        design=act.design, shape=act.shape, users=users, duration_s=duration_s, out=out / act.design
+    )
+    paths = run_bench(options, settings=settings, say=lambda line: console.print(f"  {line}", style="dim"))
+    report: dict[str, object] = json.loads(paths["json"].read_text())
+    console.print(f"Report: {paths['html']}")
+    return report
+
+
+def _verdict_table(reports: dict[str, dict[str, object]]) -> Table:
+    table = Table(show_lines=True)
+    for column in ("design", "variant", "verdict", "invariants", "p99 ms", "req/s"):
+        table.add_column(column)
+    for design, report in reports.items():
+        variants = report["variants"]
+        assert isinstance(variants, dict)
+        for variant, run in variants.items():
+            holds = run["audit"]["holds"]
+            invariants = ", ".join(f"{k} {v}" for k, v in run["audit"]["invariants"].items())
+            table.add_row(
+                design,
+                variant,
+                "[green]holds[/]" if holds else "[bold red]BROKEN[/]",
+                invariants,
+                str(run["load"]["p99_ms"]),
+                str(run["load"]["throughput_rps"]),
+            )
+    return table
