@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import psutil
 from loadtests.chaos import SIGNALS, ChaosRunner, ChaosStep, parse_timeline
 from loadtests.designs import DESIGNS, BenchContext, BenchDesign
 from loadtests.environment import machine_info
-from loadtests.locust_runner import run_locust
+from loadtests.locust_runner import LoadSummary, run_locust
 from loadtests.report import write_reports
 from loadtests.shapes import SHAPES
 from services.lab import processes
@@ -82,9 +83,17 @@ def validate(options: BenchOptions, supervisor: Supervisor) -> tuple[BenchDesign
 
 
 Say = Callable[[str], None]
+Timer = Callable[[str, float], AbstractContextManager[object]]
+"""Shows a timed step (a run under load) as it goes, e.g. as a progress bar."""
 
 
-def run_bench(options: BenchOptions, *, settings: LabSettings, say: Say = lambda _: None) -> dict[str, Path]:
+def _no_timer(_: str, __: float) -> AbstractContextManager[object]:
+    return nullcontext()
+
+
+def run_bench(
+    options: BenchOptions, *, settings: LabSettings, say: Say = lambda _: None, timer: Timer = _no_timer
+) -> dict[str, Path]:
     supervisor = Supervisor(settings, report=lambda line: say(f"  {line}"))
     design, steps = validate(options, supervisor)
     out_dir = options.out or Path("results") / f"{design.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -93,7 +102,7 @@ def run_bench(options: BenchOptions, *, settings: LabSettings, say: Say = lambda
         say("bringing the lab up")
         endpoints = supervisor.up().endpoints
         context = BenchContext(supervisor=supervisor, endpoints=endpoints)
-        runs = _run_variants(design, context, options, steps, out_dir, say)
+        runs = _run_variants(design, context, options, steps, out_dir, say, timer)
         report = _report(design, options, runs)
         return write_reports(report, out_dir)
     finally:
@@ -109,16 +118,19 @@ def _run_variants(
     steps: list[ChaosStep],
     out_dir: Path,
     say: Say,
+    timer: Timer,
 ) -> dict[str, dict[str, Any]]:
     if not options.concurrent:
-        return {v: _run_variant(design, context, options, v, steps, out_dir, say) for v in options.variants}
+        return {
+            v: _run_variant(design, context, options, v, steps, out_dir, say, timer) for v in options.variants
+        }
     for variant in options.variants:
         design.reset(context, variant)
     results: dict[str, dict[str, Any]] = {}
     threads = [
         threading.Thread(
             target=lambda v=variant: results.__setitem__(
-                v, _run_variant(design, context, options, v, steps, out_dir, say, reset=False)
+                v, _run_variant(design, context, options, v, steps, out_dir, say, timer, reset=False)
             )
         )
         for variant in options.variants
@@ -138,6 +150,7 @@ def _run_variant(
     steps: list[ChaosStep],
     out_dir: Path,
     say: Say,
+    timer: Timer,
     *,
     reset: bool = True,
 ) -> dict[str, Any]:
@@ -154,16 +167,8 @@ def _run_variant(
     say(f"{variant}: {options.users} users, shape {options.shape}, {options.duration_s} s against {url}")
     chaos.start()
     try:
-        load = run_locust(
-            design.locustfile,
-            host=url,
-            users=options.users,
-            duration_s=options.duration_s,
-            shape=options.shape,
-            env={"LAB_BENCH_RECORD_DIR": str(run_dir)},
-            out_dir=run_dir,
-            processes=options.workers,
-        )
+        with timer(f"{variant} under load", options.duration_s):
+            load = _load(design, options, url, run_dir)
     finally:
         chaos.stop()
         _undo_chaos(context.supervisor, steps)
@@ -179,6 +184,19 @@ def _run_variant(
         "chaos": [step.to_json() for step in chaos.applied],
         "bench_overhead_s": round(max(overhead, 0.0), 1),
     }
+
+
+def _load(design: BenchDesign, options: BenchOptions, url: str, run_dir: Path) -> LoadSummary:
+    return run_locust(
+        design.locustfile,
+        host=url,
+        users=options.users,
+        duration_s=options.duration_s,
+        shape=options.shape,
+        env={"LAB_BENCH_RECORD_DIR": str(run_dir)},
+        out_dir=run_dir,
+        processes=options.workers,
+    )
 
 
 def _service_url(supervisor: Supervisor, component: str) -> str:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from services.lab import processes
@@ -179,10 +182,33 @@ def bench(
             out=out,
             chaos=chaos,
         )
-        paths = run_bench(options, settings=_settings(infra=infra), say=_say)
+        paths = run_bench(options, settings=_settings(infra=infra), say=_say, timer=timed_bar)
     except (BenchError, LabError, InfraError) as exc:
         _fail(str(exc))
     console.print(f"[green]report[/] {paths['html']}  ({paths['md']}, {paths['json']})")
+
+
+@contextlib.contextmanager
+def timed_bar(label: str, seconds: float) -> Iterator[None]:
+    """A progress bar that fills over ``seconds`` while the step runs (Locust reports only at the end)."""
+    done = threading.Event()
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True
+    ) as bar:
+        task = bar.add_task(label, total=seconds)
+
+        def tick() -> None:
+            started = time.monotonic()
+            while not done.wait(0.25):
+                bar.update(task, completed=min(time.monotonic() - started, seconds))
+
+        ticker = threading.Thread(target=tick, daemon=True)
+        ticker.start()
+        try:
+            yield
+        finally:
+            done.set()
+            ticker.join()
 
 
 def _say(line: str) -> None:
@@ -247,7 +273,9 @@ def demo(
     from loadtests.demo import DemoError, run_demo
 
     try:
-        run_demo(which, settings=_settings(), duration=duration, users=users, console=console)
+        run_demo(
+            which, settings=_settings(), duration=duration, users=users, console=console, timer=timed_bar
+        )
     except DemoError as exc:
         _fail(str(exc))
 
