@@ -16,16 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, contextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-import httpx
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
@@ -33,9 +31,8 @@ from loadtests.environment import machine_info, private_infra
 from loadtests.locust_runner import LoadSummary, run_locust
 from services.core.health import register_health_check
 from services.core.resources import read_resource, redis_check
-from services.lab import processes
 from services.lab.infra import InfraEndpoints
-from services.lab.supervisor import serve_env, uvicorn_argv
+from services.lab.standalone import serve_app
 from services.ratelimit.app import build_protected_app, limiter_redis
 from services.ratelimit.hardened import RedisSlidingWindow
 from services.ratelimit.ports import Decision, Policy, RateLimiter
@@ -87,42 +84,16 @@ TARGETS: dict[str, tuple[str, dict[str, str]]] = {
 }
 
 
-@contextmanager
-def _serve(factory: str, env: dict[str, str], log_dir: Path) -> Iterator[str]:
-    port = processes.free_port()
-    record = processes.spawn(
-        f"bench-{port}",
-        uvicorn_argv(host="127.0.0.1", port=port, workers=1),
-        log_path=log_dir / f"{port}.log",
-        env={**os.environ, **env, **serve_env(factory, "hardened"), "LAB_HTTP_METRICS": "false"},
-        port=port,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        if not processes.wait_for(lambda: _healthy(url), timeout_s=30):
-            raise RuntimeError(f"{factory} did not start: {processes.tail(Path(record.log))}")
-        yield url
-    finally:
-        processes.stop(record, timeout_s=10)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(url + "/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def measure_http(infra: InfraEndpoints, *, users: int, duration_s: int, log_dir: Path) -> dict[str, Any]:
     """Floor first and last, so drift on a shared machine shows as a difference between the two."""
     order = ["floor (one GET)", "hardened sliding-log", "hardened sliding-counter", "floor (one GET)"]
     runs: dict[str, list[LoadSummary]] = {}
     for name in order:
         factory, extra_env = TARGETS[name]
-        with _serve(
-            factory, {**infra.as_env(), **extra_env, "LAB_RATELIMIT_LIMIT": str(LIMIT)}, log_dir
-        ) as url:
-            summary = run_locust(USERS_FILE, host=url, users=users, duration_s=duration_s)
+        # Request metrics off for every target alike: the comparison is about the check.
+        env = {**infra.as_env(), **extra_env, "LAB_RATELIMIT_LIMIT": str(LIMIT), "LAB_HTTP_METRICS": "false"}
+        with serve_app(factory, "hardened", env=env, log_dir=log_dir) as app:
+            summary = run_locust(USERS_FILE, host=app.url, users=users, duration_s=duration_s)
         runs.setdefault(name, []).append(summary)
         print(f"  {name}: {summary.throughput_rps} req/s, p99 {summary.p99_ms} ms", flush=True)
     floor = sum(s.throughput_rps for s in runs["floor (one GET)"]) / 2
