@@ -33,7 +33,7 @@ out = Console()
 
 InfraOption = Annotated[
     str | None,
-    typer.Option("--infra", help="embedded (default), external or containers; overrides LAB_INFRA"),
+    typer.Option("--infra", help="embedded (default), external, containers or compose; overrides LAB_INFRA"),
 ]
 
 
@@ -41,7 +41,7 @@ def _settings(*, infra: str | None = None) -> LabSettings:
     overrides: dict[str, Any] = {}
     if infra is not None:
         if infra not in InfraMode.__args__:  # type: ignore[attr-defined]
-            _fail(f"unknown infra mode {infra!r}; choose one of embedded, external, containers")
+            _fail(f"unknown infra mode {infra!r}; choose one of {', '.join(InfraMode.__args__)}")  # type: ignore[attr-defined]
         overrides["infra"] = infra
     try:
         return LabSettings(**overrides)

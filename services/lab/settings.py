@@ -19,7 +19,7 @@ from services.core.settings import (
     CoreSettings,
 )
 
-InfraMode = Literal["embedded", "external", "containers"]
+InfraMode = Literal["embedded", "external", "containers", "compose"]
 
 Port = int
 

@@ -18,6 +18,10 @@ def select_infra(settings: LabSettings, *, recorded_ports: Mapping[str, int] | N
         from services.lab.infra.external import ExternalInfra
 
         return ExternalInfra(settings)
+    if settings.infra == "compose":
+        from services.lab.infra.compose import ComposeInfra
+
+        return ComposeInfra(settings)
     from services.lab.infra.containers import ContainersInfra
 
     return ContainersInfra(settings)

@@ -28,7 +28,7 @@ class InfraEndpoints:
 
 
 class Infra(Protocol):
-    """A way to provide the three servers (``LAB_INFRA``: embedded, external or containers)."""
+    """A way to provide the three servers (``LAB_INFRA``: embedded, external, containers or compose)."""
 
     mode: str
 
