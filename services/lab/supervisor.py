@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -158,7 +159,20 @@ class Supervisor:
                 )
 
     def _child_env(self, endpoints: InfraEndpoints) -> dict[str, str]:
-        return {**os.environ, **endpoints.as_env()}
+        return {**os.environ, **endpoints.as_env(), "LAB_ADMIN_TOKEN": self.admin_token()}
+
+    def admin_token(self) -> str:
+        """``LAB_ADMIN_TOKEN`` when set; otherwise one the lab makes once and keeps (mode 0600) in
+        its state directory, so the bench and the demo can use the admin endpoints of the
+        services they did not configure."""
+        if os.environ.get("LAB_ADMIN_TOKEN"):
+            return os.environ["LAB_ADMIN_TOKEN"]
+        path = self._state_dir / "admin-token"
+        if not path.exists():
+            self._state_dir.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(24))
+        return path.read_text().strip()
 
     def _start_all(self, pending: list[Component], *, state: LabState, env: Mapping[str, str]) -> None:
         started: list[ProcessRecord] = []

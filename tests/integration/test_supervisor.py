@@ -129,3 +129,16 @@ def test_a_killed_session_leaves_stale_state_that_up_recovers_from(supervisor: S
     report = supervisor.up()
     assert sorted(report.stale_cleaned) == ["checked-app", "kafka", "postgres", "redis"]
     assert all(_healthy(supervisor.status()).values())
+
+
+def test_services_get_an_admin_token_even_when_none_was_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LAB_ADMIN_TOKEN", raising=False)
+    lab = Supervisor(_settings(tmp_path), services=[], workers=())
+    token = lab.admin_token()
+    assert len(token) >= 24
+    assert lab.admin_token() == token  # kept, not remade
+    assert (tmp_path / "lab" / "admin-token").stat().st_mode & 0o077 == 0
+    monkeypatch.setenv("LAB_ADMIN_TOKEN", "from-the-environment")
+    assert lab.admin_token() == "from-the-environment"
