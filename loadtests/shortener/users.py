@@ -1,0 +1,101 @@
+"""Locust users for the shortener. One locustfile, three profiles chosen by ``LAB_SHORTENER_PROFILE``:
+
+- ``zipf`` (default): redirects over the codes in ``LAB_SHORTENER_CODES_FILE`` (one per line), the
+  i-th most popular drawn with probability proportional to 1 / i^s (``LAB_SHORTENER_ZIPF_S``, default 1.0).
+- ``viral``: every request redirects the first code of the file.
+- ``creates``: every request creates a link to a unique URL.
+
+Without a codes file (as under ``lab bench``) the first user creates ``LAB_SHORTENER_SEED_LINKS``
+links (default 1,000) before any redirect, and every user draws from those.
+
+A ``302`` (redirects) or ``201`` (creates) is a success, anything else a failure. Redirects are
+never followed: the benchmark measures the shortener, not example.com.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import time
+import uuid
+from pathlib import Path
+from typing import ClassVar
+
+from locust import FastHttpUser, constant, task
+
+from loadtests.shapes import selected_shape
+
+PROFILE = os.environ.get("LAB_SHORTENER_PROFILE", "zipf")
+
+
+def _codes() -> list[str]:
+    path = os.environ.get("LAB_SHORTENER_CODES_FILE")
+    return Path(path).read_text().split() if path else []
+
+
+def zipf_cum_weights(count: int, *, s: float) -> list[float]:
+    return list(itertools.accumulate(1 / rank**s for rank in range(1, count + 1)))
+
+
+class ShortenerUser(FastHttpUser):
+    wait_time = constant(0)
+    codes = _codes()
+    cum_weights = zipf_cum_weights(len(codes), s=float(os.environ.get("LAB_SHORTENER_ZIPF_S", "1.0")))
+    # The bench names the run, so its auditor can find exactly the links this run created.
+    prefix = os.environ.get("LAB_BENCH_RUN_ID") or uuid.uuid4().hex[:8]
+    targets: ClassVar[dict[str, str]] = {}
+    sequence = itertools.count()
+
+    seeding = False
+
+    def on_start(self) -> None:
+        if PROFILE == "creates" or ShortenerUser.codes or ShortenerUser.seeding:
+            return
+        ShortenerUser.seeding = True  # gevent: the other users wait below, they do not seed too
+        seeded = [self._create() for _ in range(int(os.environ.get("LAB_SHORTENER_SEED_LINKS", "1000")))]
+        codes = [code for code in seeded if code]
+        ShortenerUser.cum_weights = zipf_cum_weights(
+            len(codes), s=float(os.environ.get("LAB_SHORTENER_ZIPF_S", "1.0"))
+        )
+        ShortenerUser.codes = codes
+
+    @task
+    def one_request(self) -> None:
+        if not self.codes and PROFILE != "creates":
+            time.sleep(0.05)  # the seeding user is still creating links (gevent makes this cooperative)
+            return
+        if PROFILE == "creates":
+            self._create()
+        elif PROFILE == "viral":
+            self._redirect(self.codes[0])
+        else:
+            self._redirect(random.choices(self.codes, cum_weights=self.cum_weights)[0])
+
+    def _redirect(self, code: str) -> None:
+        with self.client.get(
+            f"/{code}", name="/{code}", allow_redirects=False, catch_response=True
+        ) as response:
+            expected = self.targets.get(code)
+            if response.status_code != 302:
+                response.failure(f"unexpected status {response.status_code}")
+            elif expected is not None and response.headers.get("location") != expected:
+                response.failure(f"wrong Location for {code}: {response.headers.get('location')}")
+            else:
+                response.success()
+
+    def _create(self) -> str | None:
+        body = {"long_url": f"https://example.com/{self.prefix}/{next(self.sequence)}"}
+        with self.client.post(
+            "/api/v1/urls", json=body, name="/api/v1/urls", catch_response=True
+        ) as response:
+            if response.status_code != 201:
+                response.failure(f"unexpected status {response.status_code}")
+                return None
+            response.success()
+            code: str = response.json()["code"]
+            ShortenerUser.targets[code] = body["long_url"]
+            return code
+
+
+LoadShape = selected_shape()
