@@ -1,0 +1,228 @@
+"""The flash-sale auditor: a sale's invariants as numbers, read from PostgreSQL, the payment
+gateway's ledger and the broker.
+
+Used by the tests and the benchmark (:func:`audit_sale`) and as a command:
+``lab audit orders [--sku SKU] [--variant naive|hardened] --json`` (the typer app :data:`cli`,
+mounted by the lab as ``audit``) or ``python -m services.orders.audit orders --sku SKU``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Annotated, Any
+
+import asyncpg
+import typer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from services.orders.settings import OrdersSettings, schema_for
+
+VARIANTS = ("naive", "hardened")
+
+
+@dataclass(frozen=True)
+class SaleAudit:
+    """What happened in one sale of one variant. Every buyer of the flash-sale profile means to buy
+    one unit once, so a customer with two orders or two charges is a duplicate."""
+
+    variant: str
+    sku: str
+    initial_stock: int
+    units_sold: int
+    orders_committed: int
+    oversold_units: int
+    customers_with_multiple_orders: int
+    charges: int
+    customers_charged_more_than_once: int
+    orders_never_charged: int
+    orders_not_paid: int
+    events_published: int
+    events_lost: int
+    redeliveries_absorbed: int
+    dlq_messages: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _orders_queries(schema: str) -> dict[str, str]:
+    orders = f'"{schema}".orders'
+    charges = f'"{schema_for("gateway")}".charges'
+    return {
+        "stock": f'SELECT stock FROM "{schema}".flash_sales WHERE sku = $1',
+        "sold": f"SELECT count(*) AS orders, coalesce(sum(quantity), 0) AS units FROM {orders} "
+        "WHERE sku = $1",
+        "multi_order": f"""
+            SELECT count(*) FROM (SELECT customer_id FROM {orders} WHERE sku = $1
+                                  GROUP BY customer_id HAVING count(*) > 1) AS dup""",
+        "order_ids": f"SELECT order_id::text FROM {orders} WHERE sku = $1",
+        "not_paid": f"SELECT count(*) FROM {orders} WHERE sku = $1 AND status <> 'paid'",
+        "charges": f"""
+            SELECT count(*) AS charges,
+                   count(DISTINCT customer_id) FILTER (WHERE per_customer > 1) AS customers_charged_twice
+            FROM (SELECT o.customer_id, count(c.*) OVER (PARTITION BY o.customer_id) AS per_customer
+                  FROM {charges} c JOIN {orders} o ON o.order_id::text = c.order_id
+                  WHERE o.sku = $1) AS charged""",
+        "never_charged": f"""
+            SELECT count(*) FROM {orders} o
+            WHERE o.sku = $1
+              AND NOT EXISTS (SELECT 1 FROM {charges} c WHERE c.order_id = o.order_id::text)""",
+        "redeliveries": f"""
+            SELECT coalesce(sum(i.deliveries - 1), 0) FROM "{schema}".inbox i
+            JOIN "{schema}".outbox x ON x.id::text = i.message_id
+            JOIN {orders} o ON o.order_id::text = x.aggregate_id
+            WHERE o.sku = $1""",
+    }
+
+
+async def read_topic(settings: OrdersSettings, topic: str) -> list[dict[str, Any]]:
+    """Every message of ``topic`` from the beginning, as decoded JSON (an absent topic is empty)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
+    )
+    await consumer.start()
+    try:
+        if topic not in await consumer.topics():
+            return []
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return await _read_to_end(consumer, partitions) if partitions else []
+    finally:
+        await consumer.stop()
+
+
+async def _read_to_end(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> list[dict[str, Any]]:
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+    end = await consumer.end_offsets(partitions)
+    messages: list[dict[str, Any]] = []
+    while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
+        batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+        messages.extend(json.loads(r.value) for batch in batches.values() for r in batch)
+    return messages
+
+
+def _order_ids_for(messages: Iterable[dict[str, Any]], sku: str) -> set[str]:
+    return {str(m.get("order_id")) for m in messages if m.get("sku") == sku}
+
+
+async def audit_sale(settings: OrdersSettings, *, variant: str, sku: str) -> SaleAudit:
+    """The invariants of ``sku``'s sale in ``variant`` (``naive`` or ``hardened``)."""
+    queries = _orders_queries(schema_for(variant))
+    conn = await asyncpg.connect(settings.postgres_url)
+    try:
+        facts = await _database_facts(conn, queries, sku)
+    finally:
+        await conn.close()
+    published = _order_ids_for(await read_topic(settings, settings.topic_for(variant)), sku)
+    dead = (
+        _order_ids_for(await read_topic(settings, settings.orders_dlq_topic), sku)
+        if variant != "naive"
+        else set()
+    )
+    committed: set[str] = facts.pop("order_ids")
+    stock = facts["initial_stock"]
+    return SaleAudit(
+        variant=variant,
+        sku=sku,
+        oversold_units=max(0, facts["units_sold"] - stock),
+        events_published=len(published & committed),
+        events_lost=len(committed - published),
+        dlq_messages=len(dead & committed),
+        **facts,
+    )
+
+
+async def _database_facts(conn: asyncpg.Connection, queries: dict[str, str], sku: str) -> dict[str, Any]:
+    sold = await conn.fetchrow(queries["sold"], sku)
+    charges = await conn.fetchrow(queries["charges"], sku)
+    return {
+        "initial_stock": int(await conn.fetchval(queries["stock"], sku) or 0),
+        "units_sold": int(sold["units"]),
+        "orders_committed": int(sold["orders"]),
+        "customers_with_multiple_orders": int(await conn.fetchval(queries["multi_order"], sku)),
+        "charges": int(charges["charges"]),
+        "customers_charged_more_than_once": int(charges["customers_charged_twice"]),
+        "orders_never_charged": int(await conn.fetchval(queries["never_charged"], sku)),
+        "orders_not_paid": int(await conn.fetchval(queries["not_paid"], sku)),
+        "redeliveries_absorbed": int(await conn.fetchval(queries["redeliveries"], sku)),
+        "order_ids": {row[0] for row in await conn.fetch(queries["order_ids"], sku)},
+    }
+
+
+LATEST_SALE = 'SELECT sku FROM "{schema}".flash_sales ORDER BY opened_at DESC LIMIT 1'
+
+
+async def audit_when_settled(
+    settings: OrdersSettings, *, variant: str, sku: str, timeout_s: float = 60.0
+) -> SaleAudit:
+    """The audit once two readings a second apart agree and, for the hardened variant, every
+    order is paid: late naive answers and lagging consumers are waited for, within ``timeout_s``."""
+    previous: SaleAudit | None = None
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        current = await audit_sale(settings, variant=variant, sku=sku)
+        settled = current == previous and (variant == "naive" or current.orders_not_paid == 0)
+        if settled or asyncio.get_running_loop().time() > deadline:
+            return current
+        previous = current
+        await asyncio.sleep(1)
+
+
+async def latest_sale(settings: OrdersSettings, *, variant: str) -> str | None:
+    """The sku of the sale opened last in ``variant`` (``None`` when it has none or no schema)."""
+    conn = await asyncpg.connect(settings.postgres_url)
+    try:
+        sku: str | None = await conn.fetchval(LATEST_SALE.format(schema=schema_for(variant)))
+    except asyncpg.UndefinedTableError:
+        return None
+    finally:
+        await conn.close()
+    return sku
+
+
+async def audit_variants(
+    settings: OrdersSettings, *, variants: Iterable[str], sku: str | None
+) -> dict[str, Any]:
+    """One JSON-ready object: each variant's audit of ``sku`` (or of its latest sale)."""
+    report: dict[str, Any] = {}
+    for variant in variants:
+        chosen = sku or await latest_sale(settings, variant=variant)
+        if chosen is not None:
+            report[variant] = (await audit_sale(settings, variant=variant, sku=chosen)).as_dict()
+    return report
+
+
+cli = typer.Typer(help="Audit a design's invariants after a run.", no_args_is_help=True)
+
+
+@cli.command("orders")
+def audit_orders(
+    sku: Annotated[str | None, typer.Option(help="the sale to audit; default: each variant's latest")] = None,
+    variant: Annotated[list[str] | None, typer.Option(help="naive and/or hardened; default: both")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Oversold units, duplicate orders, double charges, lost events, redeliveries, DLQ."""
+    report = asyncio.run(audit_variants(OrdersSettings(), variants=variant or VARIANTS, sku=sku))
+    if as_json:
+        typer.echo(json.dumps(report, sort_keys=True))
+        return
+    for name, numbers in report.items():
+        typer.echo(f"[{name}] " + " ".join(f"{key}={value}" for key, value in numbers.items()))
+
+
+@cli.callback()
+def _group() -> None:
+    """Keeps ``orders`` a sub-command even while it is the only one."""
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

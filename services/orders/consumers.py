@@ -1,0 +1,177 @@
+"""Idempotent consumers of ``OrderPlaced``: payments and notifications.
+
+Each runs in a consumer group and commits offsets only after a batch is processed, so a crash means
+redelivery, never loss. Each handler writes ``(consumer, message_id)`` into the ``inbox`` table in
+its own transaction, together with its effect: a redelivered message finds its row and is skipped
+(counted in ``inbox.deliveries``). Payments charges the gateway with the order id as the
+idempotency key, so even a charge whose transaction failed is not repeated. A message that fails
+``orders_consumer_max_attempts`` times goes to ``orders.events.dlq`` with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from uuid import UUID
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+
+from services.core.resources import apply_schema, open_kafka_producer, open_postgres_pool, read_resource
+from services.orders import store
+from services.orders.clients import PaymentGatewayClient, open_http_client
+from services.orders.events import MESSAGE_ID_HEADER, OrderPlaced, ensure_topics, header_value
+from services.orders.settings import OrdersSettings, schema_for
+
+logger = logging.getLogger(__name__)
+
+RECORD_DELIVERY = """
+INSERT INTO inbox (consumer, message_id) VALUES ($1, $2)
+ON CONFLICT (consumer, message_id) DO UPDATE SET deliveries = inbox.deliveries + 1
+RETURNING deliveries
+"""
+INSERT_NOTIFICATION = "INSERT INTO notifications (order_id, channel) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+
+Handler = Callable[[asyncpg.Connection, OrderPlaced], Awaitable[None]]
+
+
+async def first_delivery(conn: asyncpg.Connection, *, consumer: str, message_id: str) -> bool:
+    """Record the delivery in the inbox; false when this consumer already processed the message."""
+    deliveries: int = await conn.fetchval(RECORD_DELIVERY, consumer, message_id)
+    if deliveries > 1:
+        logger.info("redelivery_absorbed consumer=%s message_id=%s", consumer, message_id)
+    return deliveries == 1
+
+
+def charge_order(gateway: PaymentGatewayClient) -> Handler:
+    async def handle(conn: asyncpg.Connection, event: OrderPlaced) -> None:
+        charge_id = await gateway.charge(
+            order_id=event.order_id,
+            amount_cents=event.amount_cents,
+            currency=event.currency,
+            idempotency_key=event.order_id,
+        )
+        await store.mark_paid(conn, order_id=UUID(event.order_id), charge_id=charge_id)
+
+    return handle
+
+
+async def notify_customer(conn: asyncpg.Connection, event: OrderPlaced) -> None:
+    await conn.execute(INSERT_NOTIFICATION, UUID(event.order_id), "email")
+
+
+@dataclass
+class InboxConsumer:
+    """Runs one handler over the topic with inbox dedupe, retries and a dead-letter topic."""
+
+    name: str
+    handler: Handler
+    pool: asyncpg.Pool
+    dlq: AIOKafkaProducer
+    settings: OrdersSettings
+
+    async def process(self, record: ConsumerRecord) -> None:
+        message_id = _message_id(record)
+        last_error = "unknown"
+        for attempt in range(1, self.settings.orders_consumer_max_attempts + 1):
+            try:
+                await self._handle_once(record, message_id)
+                return
+            except Exception as exc:  # any failure is retried, then dead-lettered
+                last_error = f"{type(exc).__name__}: {exc}"[:500]
+                logger.warning(
+                    "consume_failed consumer=%s attempt=%d error=%s", self.name, attempt, last_error
+                )
+                await asyncio.sleep(self.settings.orders_consumer_retry_backoff_s * attempt)
+        await self._dead_letter(record, message_id=message_id, reason=last_error)
+
+    async def _handle_once(self, record: ConsumerRecord, message_id: str) -> None:
+        event = OrderPlaced.from_payload(json.loads(record.value))
+        async with self.pool.acquire() as conn, conn.transaction():
+            if await first_delivery(conn, consumer=self.name, message_id=message_id):
+                await self.handler(conn, event)
+
+    async def _dead_letter(self, record: ConsumerRecord, *, message_id: str, reason: str) -> None:
+        headers = [
+            (MESSAGE_ID_HEADER, message_id.encode()),
+            ("consumer", self.name.encode()),
+            ("reason", reason.encode()),
+        ]
+        await self.dlq.send_and_wait(
+            self.settings.orders_dlq_topic, record.value, key=record.key, headers=headers
+        )
+        logger.error("dead_lettered consumer=%s message_id=%s reason=%s", self.name, message_id, reason)
+
+    async def consume(self, consumer: AIOKafkaConsumer) -> None:
+        """Process batch after batch; commit offsets only once the whole batch is handled."""
+        while True:
+            batches = await consumer.getmany(
+                timeout_ms=500, max_records=self.settings.orders_consumer_max_records
+            )
+            records = [record for batch in batches.values() for record in batch]
+            if not records:
+                continue
+            await asyncio.gather(*(self.process(record) for record in records))
+            await asyncio.sleep(self.settings.orders_consumer_commit_delay_s)
+            await consumer.commit()
+
+
+def _message_id(record: ConsumerRecord) -> str:
+    return (
+        header_value(record.headers, MESSAGE_ID_HEADER)
+        or f"{record.topic}:{record.partition}:{record.offset}"
+    )
+
+
+def open_consumer(settings: OrdersSettings, *, name: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        settings.orders_topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=f"{settings.orders_consumer_group_prefix}-{name}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.orders_kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.orders_kafka_heartbeat_interval_ms,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
+    )
+
+
+async def run_consumer(
+    name: str, make_handler: Callable[[AsyncExitStack, OrdersSettings], Awaitable[Handler]]
+) -> None:
+    settings = OrdersSettings()
+    async with AsyncExitStack() as stack:
+        pool = await stack.enter_async_context(open_postgres_pool(settings, schema=schema_for("hardened")))
+        await apply_schema(pool, read_resource("services.orders", "schema.sql"))
+        await ensure_topics(settings, [settings.orders_topic, settings.orders_dlq_topic])
+        dlq = await stack.enter_async_context(open_kafka_producer(settings))
+        handler = await make_handler(stack, settings)
+        consumer = open_consumer(settings, name=name)
+        await consumer.start()
+        stack.push_async_callback(consumer.stop)
+        logger.info("consumer_started name=%s topic=%s", name, settings.orders_topic)
+        worker = InboxConsumer(name=name, handler=handler, pool=pool, dlq=dlq, settings=settings)
+        await worker.consume(consumer)
+
+
+async def _payments_handler(stack: AsyncExitStack, settings: OrdersSettings) -> Handler:
+    http = await stack.enter_async_context(open_http_client(settings))
+    return charge_order(PaymentGatewayClient(http=http, base_url=settings.orders_payment_gateway_url))
+
+
+async def _notifications_handler(stack: AsyncExitStack, settings: OrdersSettings) -> Handler:
+    return notify_customer
+
+
+async def run_payments() -> None:
+    """Worker entry point: charge every placed order exactly once."""
+    await run_consumer("payments", _payments_handler)
+
+
+async def run_notifications() -> None:
+    """Worker entry point: one notification per placed order."""
+    await run_consumer("notifications", _notifications_handler)

@@ -1,0 +1,103 @@
+"""The inventory service: the naive checkout's synchronous dependency.
+
+It reads the stock, waits ``inventory_delay_ms`` (a slow service under load), checks, and writes back
+the value it computed — a lost update when two reservations overlap. With
+``LAB_ORDERS_NAIVE_LOCKING=row-lock`` it reads with ``SELECT … FOR UPDATE``: correct, and every buyer
+of the product queues on that one row for the whole delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Annotated
+
+import asyncpg
+from fastapi import Depends, FastAPI, Request
+from pydantic import BaseModel, Field, StrictInt, StrictStr
+
+from services.core.app import build_app
+from services.core.health import register_health_check
+from services.core.resources import apply_schema, open_postgres_pool, postgres_check, read_resource
+from services.orders.errors import OutOfStock, UnknownSku, to_problem
+from services.orders.settings import OrdersSettings, schema_for
+
+READ = "SELECT available FROM stock WHERE sku = $1"
+READ_LOCKED = "SELECT available FROM stock WHERE sku = $1 FOR UPDATE"
+WRITE_BACK = "UPDATE stock SET available = $2 WHERE sku = $1"
+SEED = """
+INSERT INTO stock (sku, available) VALUES ($1, $2)
+ON CONFLICT (sku) DO UPDATE SET available = EXCLUDED.available
+"""
+
+
+class StockSet(BaseModel):
+    available: StrictInt = Field(ge=0)
+
+
+class StockPublic(BaseModel):
+    sku: str
+    available: int
+
+
+class ReservationCreate(BaseModel):
+    sku: StrictStr
+    quantity: StrictInt = Field(ge=1)
+
+
+def get_pool(request: Request) -> asyncpg.Pool:
+    return request.app.state.pool
+
+
+PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
+
+
+async def reserve(pool: asyncpg.Pool, *, sku: str, quantity: int, settings: OrdersSettings) -> int:
+    """Read, wait, check, write back ``read − quantity``; the new availability."""
+    read = READ_LOCKED if settings.orders_naive_locking == "row-lock" else READ
+    async with pool.acquire() as conn, conn.transaction():
+        available = await conn.fetchval(read, sku)
+        if available is None:
+            raise to_problem(UnknownSku(sku))
+        await asyncio.sleep(settings.inventory_delay_ms / 1000)
+        if available < quantity:
+            raise to_problem(OutOfStock(sku))
+        await conn.execute(WRITE_BACK, sku, available - quantity)
+    return int(available - quantity)
+
+
+def create_app(variant: str = "inventory", settings: OrdersSettings | None = None) -> FastAPI:
+    settings = settings or OrdersSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            pool = await stack.enter_async_context(
+                open_postgres_pool(settings, schema=schema_for("inventory"))
+            )
+            await apply_schema(pool, read_resource("services.orders", "inventory.sql"))
+            register_health_check(app, name="postgres", check=postgres_check(pool))
+            app.state.pool = pool
+            yield
+
+    app = build_app(title=f"inventory ({variant})", settings=settings, lifespan=lifespan)
+
+    @app.put("/v1/stock/{sku}")
+    async def set_stock(sku: str, body: StockSet, pool: PoolDep) -> StockPublic:
+        await pool.execute(SEED, sku, body.available)
+        return StockPublic(sku=sku, available=body.available)
+
+    @app.get("/v1/stock/{sku}")
+    async def get_stock(sku: str, pool: PoolDep) -> StockPublic:
+        available = await pool.fetchval(READ, sku)
+        if available is None:
+            raise to_problem(UnknownSku(sku))
+        return StockPublic(sku=sku, available=available)
+
+    @app.post("/v1/reservations")
+    async def create_reservation(body: ReservationCreate, pool: PoolDep) -> StockPublic:
+        available = await reserve(pool, sku=body.sku, quantity=body.quantity, settings=settings)
+        return StockPublic(sku=body.sku, available=available)
+
+    return app

@@ -1,0 +1,129 @@
+"""Naive checkout: synchronous everything, read-check-write stock, no idempotency, dual write.
+
+Flaws, on purpose (archetype: "synchronous everything"):
+
+* Stock lives in the inventory service, called synchronously; it reads ``available``, waits (the
+  injected ``LAB_INVENTORY_DELAY_MS``, a slow service under load) and writes back ``read − q``: two
+  buyers who read the same value both succeed — a lost update that **oversells**. With
+  ``LAB_ORDERS_NAIVE_LOCKING=row-lock`` it takes ``SELECT … FOR UPDATE`` first: no oversell, but the
+  hot row queues every buyer, latency passes the client's timeout and clients retry.
+* ``Idempotency-Key`` is ignored and the gateway is charged without one, so a client's retry after a
+  timeout creates a **second order and a second charge**.
+* ``OrderPlaced`` is published to Kafka after the commit (a **dual write**): if the broker is down or
+  the process dies in between, the order exists and its event is **lost**.
+
+Exposed by ``tests/integration/test_orders_flash_sale.py`` (oversold, double charges) and
+``tests/integration/test_orders_broker_down.py`` (lost events), counted by
+:func:`services.orders.audit.audit_sale`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from uuid import UUID
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from services.orders import store
+from services.orders.clients import InventoryClient, PaymentGatewayClient
+from services.orders.errors import QuantityTooLarge, UnknownSku
+from services.orders.events import OrderPlaced, message_headers
+from services.orders.ports import FlashSale, OrderRecord, OrderReply, PlaceOrder, StockLevel
+from services.orders.settings import OrdersSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NaiveOrderFlow:
+    pool: asyncpg.Pool
+    inventory: InventoryClient
+    gateway: PaymentGatewayClient
+    producer: AIOKafkaProducer
+    settings: OrdersSettings
+
+    async def open_sale(self, sale: FlashSale) -> None:
+        await self.inventory.set_stock(sku=sale.sku, available=sale.stock)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await store.reset_sale(conn, sale)
+
+    async def place_order(self, command: PlaceOrder, *, idempotency_key: str | None) -> OrderReply:
+        # idempotency_key is deliberately ignored: that is the flaw.
+        sale = await self._sale_for(command)
+        await self.inventory.reserve(sku=command.sku, quantity=command.quantity)
+        order = _new_order(command, sale)
+        await self._charge_and_commit(order)
+        await self._publish(order)
+        return OrderReply(201, {"order_id": str(order.order_id), "status": "paid"})
+
+    async def find_order(self, order_id: UUID) -> OrderRecord | None:
+        return await store.find_order(self.pool, order_id)
+
+    async def stock_of(self, sku: str) -> StockLevel | None:
+        sale = await store.find_sale(self.pool, sku)
+        available = await self.inventory.available(sku) if sale else None
+        if sale is None or available is None:
+            return None
+        return StockLevel(sku=sku, stock=sale.stock, available=available)
+
+    async def _sale_for(self, command: PlaceOrder) -> FlashSale:
+        sale = await store.find_sale(self.pool, command.sku)
+        if sale is None:
+            raise UnknownSku(command.sku)
+        if command.quantity > self.settings.orders_max_quantity:
+            raise QuantityTooLarge(command.quantity, self.settings.orders_max_quantity)
+        return sale
+
+    async def _charge_and_commit(self, order: OrderRecord) -> None:
+        """Insert the order and charge the gateway inside one transaction: the database connection
+        is held for the whole third-party call."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await store.insert_order(conn, order)
+            charge_id = await self.gateway.charge(
+                order_id=str(order.order_id),
+                amount_cents=order.amount_cents,
+                currency=self.settings.orders_currency,
+            )
+            await store.mark_paid(conn, order_id=order.order_id, charge_id=charge_id)
+
+    async def _publish(self, order: OrderRecord) -> None:
+        """After the commit: a failure here loses the event for good (the dual write)."""
+        event = _order_placed(order, currency=self.settings.orders_currency)
+        try:
+            await asyncio.wait_for(
+                self.producer.send_and_wait(
+                    self.settings.orders_naive_topic,
+                    event.to_json().encode(),
+                    key=event.order_id.encode(),
+                    headers=message_headers(message_id=event.order_id),
+                ),
+                timeout=self.settings.orders_naive_publish_timeout_s,
+            )
+        except Exception as exc:  # the order is committed; the event is simply gone
+            logger.warning("event_lost order_id=%s error=%s", event.order_id, type(exc).__name__)
+
+
+def _new_order(command: PlaceOrder, sale: FlashSale) -> OrderRecord:
+    return OrderRecord(
+        order_id=uuid.uuid4(),
+        sku=command.sku,
+        customer_id=command.customer_id,
+        quantity=command.quantity,
+        amount_cents=sale.price_cents * command.quantity,
+        status="pending_payment",
+    )
+
+
+def _order_placed(order: OrderRecord, *, currency: str) -> OrderPlaced:
+    return OrderPlaced(
+        order_id=str(order.order_id),
+        sku=order.sku,
+        customer_id=order.customer_id,
+        quantity=order.quantity,
+        amount_cents=order.amount_cents,
+        currency=currency,
+    )

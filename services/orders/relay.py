@@ -1,0 +1,142 @@
+"""The outbox relay: publishes committed ``outbox`` rows to Kafka, at least once, in commit order.
+
+Each round claims a batch of unpublished rows with ``FOR UPDATE SKIP LOCKED`` (several relays never
+take the same row), sends them keyed by aggregate id with the outbox id as the ``message_id``
+header, waits for the broker's acknowledgement and only then marks them published, in the same
+transaction. Killed between send and mark, the rows stay unpublished and are sent again; consumers
+dedupe on ``message_id``.
+
+Only rows whose writing transaction is older than every transaction still running are claimed
+(``xid < pg_snapshot_xmin(pg_current_snapshot())``, watermill's rule): a transaction that commits
+late cannot have its rows overtaken, and since rows are selected by ``published_at IS NULL`` rather
+than by a cursor, none is ever skipped. ``LISTEN orders_outbox`` wakes the relay when a transaction
+commits; polling every ``orders_relay_poll_interval_s`` covers a lost notification. When the broker
+is down the batch rolls back, the relay backs off exponentially and the rows wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AsyncExitStack, suppress
+from dataclasses import dataclass, field
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from services.core.resources import apply_schema, open_kafka_producer, open_postgres_pool, read_resource
+from services.orders.events import ensure_topics, message_headers
+from services.orders.settings import OrdersSettings, schema_for
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "orders_outbox"
+CLAIM = """
+SELECT id, aggregate_id, event_type, payload::text AS payload FROM outbox
+WHERE published_at IS NULL AND xid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY id LIMIT $1
+FOR UPDATE SKIP LOCKED
+"""
+MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
+RELAY_ERRORS = (KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
+
+
+@dataclass
+class Backoff:
+    """Exponential delay after consecutive failures, reset by a success."""
+
+    initial_s: float
+    max_s: float
+    current_s: float = field(init=False, default=0.0)
+
+    def next_delay(self) -> float:
+        self.current_s = min(self.max_s, self.current_s * 2 if self.current_s else self.initial_s)
+        return self.current_s
+
+    def reset(self) -> None:
+        self.current_s = 0.0
+
+
+@dataclass
+class OutboxRelay:
+    pool: asyncpg.Pool
+    producer: AIOKafkaProducer
+    settings: OrdersSettings
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def publish_batch(self) -> int:
+        """Publish one batch; the number of rows published (0 when none is ready)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(CLAIM, self.settings.orders_relay_batch_size)
+            if rows:
+                await self._send_all(rows)
+                await conn.execute(MARK_PUBLISHED, [row["id"] for row in rows])
+        return len(rows)
+
+    async def _send_all(self, rows: list[asyncpg.Record]) -> None:
+        topic = self.settings.orders_topic
+        pending = [
+            await self.producer.send(
+                topic,
+                row["payload"].encode(),
+                key=row["aggregate_id"].encode(),
+                headers=message_headers(message_id=str(row["id"]), event_type=row["event_type"]),
+            )
+            for row in rows
+        ]
+        await asyncio.gather(*pending)
+
+    async def run_forever(self) -> None:
+        backoff = Backoff(
+            self.settings.orders_relay_backoff_initial_s, self.settings.orders_relay_backoff_max_s
+        )
+        while True:
+            try:
+                published = await self.publish_batch()
+            except RELAY_ERRORS as exc:
+                delay = backoff.next_delay()
+                logger.warning("relay_backoff error=%s delay_s=%.2f", type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                continue
+            backoff.reset()
+            if published < self.settings.orders_relay_batch_size:
+                await self._wait_for_work()
+
+    async def _wait_for_work(self) -> None:
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), timeout=self.settings.orders_relay_poll_interval_s)
+        self.wake.clear()
+
+    def on_notify(self, *_: object) -> None:
+        self.wake.set()
+
+
+async def connect_producer(settings: OrdersSettings, stack: AsyncExitStack) -> AIOKafkaProducer:
+    """A started producer, its topics created; while the broker is unreachable, back off and retry."""
+    backoff = Backoff(settings.orders_relay_backoff_initial_s, settings.orders_relay_backoff_max_s)
+    while True:
+        try:
+            await ensure_topics(settings, [settings.orders_topic, settings.orders_dlq_topic])
+            return await stack.enter_async_context(open_kafka_producer(settings))
+        except (KafkaError, OSError) as exc:
+            delay = backoff.next_delay()
+            logger.warning("relay_broker_unreachable error=%s delay_s=%.2f", type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+
+
+async def run() -> None:
+    """Worker entry point: relay the hardened variant's outbox until cancelled."""
+    settings = OrdersSettings()
+    async with AsyncExitStack() as stack:
+        pool = await stack.enter_async_context(open_postgres_pool(settings, schema=schema_for("hardened")))
+        await apply_schema(pool, read_resource("services.orders", "schema.sql"))
+        producer = await connect_producer(settings, stack)
+        relay = OutboxRelay(pool=pool, producer=producer, settings=settings)
+        listener = await pool.acquire()
+        stack.push_async_callback(pool.release, listener)
+        await listener.add_listener(CHANNEL, relay.on_notify)
+        logger.info(
+            "relay_started topic=%s batch=%d", settings.orders_topic, settings.orders_relay_batch_size
+        )
+        await relay.run_forever()

@@ -1,0 +1,129 @@
+"""The broker stopped for 10 s under load: the hardened service keeps answering 201 and every event
+arrives once the broker is back; the naive service also answers 201, and the events it tried to
+publish during the outage are lost for good (its producer gives a message up after 1 s here)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from services.lab.infra import InfraEndpoints
+from services.orders.audit import SaleAudit, audit_sale
+from services.orders.settings import OrdersSettings
+from tests.support.orders import open_sale, place_order, run_orders_lab, run_worker, wait_until
+
+pytestmark = pytest.mark.integration
+
+OUTAGE_S = 10.0
+
+
+def broker_pid(bootstrap: str) -> int:
+    port = int(bootstrap.rsplit(":", 1)[1])
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+            return int(conn.pid)
+    raise LookupError(f"nothing listens on {bootstrap}")
+
+
+@contextmanager
+def broker_stopped(bootstrap: str) -> Iterator[None]:
+    """Freeze the broker process (its in-memory data survives, as a restarted Kafka's would)."""
+    pid = broker_pid(bootstrap)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+async def order_steadily(url: str, sku: str, *, seconds: float) -> list[int]:
+    """Orders from five buyers at a time for ``seconds``; the status of each."""
+    statuses: list[int] = []
+    deadline = asyncio.get_running_loop().time() + seconds
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+
+        async def buyer(number: int) -> None:
+            while asyncio.get_running_loop().time() < deadline:
+                customer = f"b{number}-{len(statuses)}"
+                reply = await place_order(client, sku=sku, customer_id=customer, key=uuid.uuid4().hex)
+                statuses.append(reply.status_code)
+                await asyncio.sleep(0.05)
+
+        await asyncio.gather(*(buyer(n) for n in range(5)))
+    return statuses
+
+
+async def test_an_outage_of_the_broker_loses_naive_events_and_delays_hardened_ones(
+    infra: InfraEndpoints, tmp_path: Path
+) -> None:
+    unique = uuid.uuid4().hex[:8]
+    env = {
+        **infra.as_env(),
+        "LAB_ORDERS_TOPIC": f"orders.events.{unique}",
+        "LAB_ORDERS_NAIVE_TOPIC": f"orders.naive.events.{unique}",
+        "LAB_KAFKA_REQUEST_TIMEOUT_MS": "1000",
+        "LAB_INVENTORY_DELAY_MS": "0",
+    }
+    settings = OrdersSettings(
+        postgres_url=infra.postgres_url,
+        kafka_bootstrap=infra.kafka_bootstrap,
+        orders_topic=env["LAB_ORDERS_TOPIC"],
+        orders_naive_topic=env["LAB_ORDERS_NAIVE_TOPIC"],
+    )
+    sku = f"outage-{unique}"
+    with ExitStack() as stack:
+        naive = stack.enter_context(run_orders_lab("naive", env=env, log_dir=tmp_path / "naive"))
+        hardened = stack.enter_context(run_orders_lab("hardened", env=env, log_dir=tmp_path / "hardened"))
+        stack.enter_context(run_worker("services.orders.relay:run", env=hardened.env, log_dir=tmp_path))
+        for lab in (naive, hardened):
+            async with httpx.AsyncClient(base_url=lab.orders.url, timeout=10) as admin:
+                await open_sale(admin, sku=sku, stock=100_000)
+
+        before = await asyncio.gather(
+            order_steadily(naive.orders.url, sku, seconds=1),
+            order_steadily(hardened.orders.url, sku, seconds=1),
+        )
+        await _settled(settings, "hardened", sku, lambda a: a.events_lost == 0)  # the relay is up
+
+        with broker_stopped(infra.kafka_bootstrap):
+            during = await asyncio.gather(
+                order_steadily(naive.orders.url, sku, seconds=OUTAGE_S),
+                order_steadily(hardened.orders.url, sku, seconds=OUTAGE_S),
+            )
+        after = await asyncio.gather(
+            order_steadily(naive.orders.url, sku, seconds=1),
+            order_steadily(hardened.orders.url, sku, seconds=1),
+        )
+
+        hardened_audit = await _settled(settings, "hardened", sku, lambda a: a.events_lost == 0)
+        naive_audit = await _settled(settings, "naive", sku, lambda a: True)
+
+    assert set(before[0]) == set(before[1]) == {201}
+    assert set(during[0]) == set(during[1]) == {201}
+    assert set(after[0]) == set(after[1]) == {201}
+    assert hardened_audit.events_lost == 0
+    assert hardened_audit.events_published == hardened_audit.orders_committed > 0
+    assert naive_audit.events_lost > 0
+    assert naive_audit.events_published > 0  # the orders placed outside the outage got through
+
+
+async def _settled(
+    settings: OrdersSettings, variant: str, sku: str, done: Callable[[SaleAudit], bool]
+) -> SaleAudit:
+    audits: list[SaleAudit] = []
+
+    async def reached() -> bool:
+        audits.append(await audit_sale(settings, variant=variant, sku=sku))
+        return done(audits[-1])
+
+    await wait_until(reached, timeout_s=60, interval_s=0.5)
+    return audits[-1]
