@@ -9,11 +9,13 @@ Locust's own report of each run.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -98,6 +100,7 @@ def run_bench(
     design, steps = validate(options, supervisor)
     out_dir = options.out or Path("results") / f"{design.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     lab_was_running = bool(LabState.load(settings.state_dir).processes)
+    apply_lab_env(design)
     try:
         say("bringing the lab up")
         endpoints = supervisor.up().endpoints
@@ -109,6 +112,12 @@ def run_bench(
         if not lab_was_running:
             say("stopping the lab the bench started")
             supervisor.down()
+
+
+def apply_lab_env(design: BenchDesign) -> None:
+    """The design's demo settings, where the user set none; inherited by the services ``up`` starts."""
+    for name, value in design.lab_env.items():
+        os.environ.setdefault(name, value)
 
 
 def _run_variants(
@@ -157,6 +166,10 @@ def _run_variant(
     started = time.monotonic()
     run_dir = out_dir / variant
     run_dir.mkdir(parents=True, exist_ok=True)
+    run_id = uuid.uuid4().hex[:12]  # names what this run creates, so its audit finds exactly that
+    (run_dir / "run.json").write_text(
+        json.dumps({"run_id": run_id, "variant": variant, "users": options.users})
+    )
     if reset:
         say(f"{variant}: resetting {design.name}'s state")
         design.reset(context, variant)
@@ -168,7 +181,7 @@ def _run_variant(
     chaos.start()
     try:
         with timer(f"{variant} under load", options.duration_s):
-            load = _load(design, options, url, run_dir)
+            load = _load(design, options, url, run_dir, run_id)
     finally:
         chaos.stop()
         _undo_chaos(context.supervisor, steps)
@@ -186,14 +199,14 @@ def _run_variant(
     }
 
 
-def _load(design: BenchDesign, options: BenchOptions, url: str, run_dir: Path) -> LoadSummary:
+def _load(design: BenchDesign, options: BenchOptions, url: str, run_dir: Path, run_id: str) -> LoadSummary:
     return run_locust(
         design.locustfile,
         host=url,
         users=options.users,
         duration_s=options.duration_s,
         shape=options.shape,
-        env={"LAB_BENCH_RECORD_DIR": str(run_dir)},
+        env={**design.load_env, "LAB_BENCH_RECORD_DIR": str(run_dir), "LAB_BENCH_RUN_ID": run_id},
         out_dir=run_dir,
         processes=options.workers,
     )

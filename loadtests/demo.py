@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from loadtests.bench import BenchOptions, Timer, parse_duration, run_bench
+from loadtests.bench import BenchOptions, Timer, apply_lab_env, parse_duration, run_bench
 from loadtests.designs import DESIGNS
 from services.lab.settings import LabSettings
 from services.lab.state import LabState
@@ -30,6 +30,7 @@ class Act:
     title: str
     shape: str
     intro: str
+    users: int = 20
 
 
 ACTS = {
@@ -58,6 +59,7 @@ ACTS = {
             "frontends do. Afterwards the auditor counts units sold against stock, charges per "
             "customer, and events published against orders committed."
         ),
+        users=300,
     ),
 }
 
@@ -75,8 +77,9 @@ def available_acts(which: str) -> list[Act]:
 
 
 def run_demo(
-    which: str, *, settings: LabSettings, duration: str, users: int, console: Console, timer: Timer
+    which: str, *, settings: LabSettings, duration: str, users: int | None, console: Console, timer: Timer
 ) -> Path:
+    """``users`` overrides every act's own number of users."""
     acts = available_acts(which)
     duration_s = parse_duration(duration)
     out_dir = Path("results") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -84,6 +87,8 @@ def run_demo(
     lab_was_running = bool(LabState.load(settings.state_dir).processes)
     console.rule("[bold]System Design Lab")
     console.print("Bringing up PostgreSQL, Valkey, the Kafka-protocol broker and every service.")
+    for act in acts:
+        apply_lab_env(DESIGNS[act.design])
     supervisor.up()
     reports: dict[str, dict[str, object]] = {}
     try:
@@ -100,7 +105,13 @@ def run_demo(
 
 
 def _perform(
-    act: Act, settings: LabSettings, duration_s: int, users: int, out: Path, console: Console, timer: Timer
+    act: Act,
+    settings: LabSettings,
+    duration_s: int,
+    users: int | None,
+    out: Path,
+    console: Console,
+    timer: Timer,
 ) -> dict[str, object]:
     design = DESIGNS[act.design]
     console.rule(f"[bold]{act.title}")
@@ -108,7 +119,11 @@ def _perform(
     console.print(f"[bold]What to watch:[/] {design.what_to_watch}")
     console.print(f"Running the naive variant, then the hardened one, {duration_s} s each.")
     options = BenchOptions(
-        design=act.design, shape=act.shape, users=users, duration_s=duration_s, out=out / act.design
+        design=act.design,
+        shape=act.shape,
+        users=users or act.users,
+        duration_s=duration_s,
+        out=out / act.design,
     )
     say = lambda line: console.print(f"  {line}", style="dim")  # noqa: E731
     paths = run_bench(options, settings=settings, say=say, timer=timer)

@@ -3,12 +3,15 @@ runs, how to audit it afterwards, and what the instructor says about it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+import httpx
 import redis
 
 from services.lab.infra import InfraEndpoints
@@ -48,6 +51,11 @@ class BenchDesign:
     reset: Reset
     audit: Audit
     what_to_watch: str
+    # Settings of the Locust users (e.g. the client timeout of the flash-sale buyers).
+    load_env: Mapping[str, str] = field(default_factory=dict)
+    # Settings the design's services need for the flaw to show in a short run; a bench or demo
+    # sets them when the user has not, before it brings the lab up (a running lab keeps its own).
+    lab_env: Mapping[str, str] = field(default_factory=dict)
 
 
 # -- rate limiter --------------------------------------------------------------------------------
@@ -123,4 +131,142 @@ RATELIMIT = BenchDesign(
     ),
 )
 
-DESIGNS: dict[str, BenchDesign] = {design.name: design for design in (RATELIMIT,)}
+# -- order flow / flash sale ---------------------------------------------------------------------
+
+FLASH_SKU = "flash"
+FLASH_STOCK = 100
+
+
+def _reset_orders(context: BenchContext, variant: str) -> None:
+    """A fresh sale of the same SKU: the admin endpoint resets stock, orders and keys."""
+    url = _service_url(context, f"orders-{variant}")
+    response = httpx.post(
+        f"{url}/api/v1/admin/flash-sales",
+        json={"sku": FLASH_SKU, "stock": FLASH_STOCK, "price_cents": 1999},
+        headers={"Authorization": f"Bearer {context.supervisor.admin_token()}"},
+        timeout=30,
+    )
+    response.raise_for_status()
+
+
+def _audit_orders(context: BenchContext, variant: str, run_dir: Path) -> AuditResult:
+    from services.orders.audit import audit_when_settled
+    from services.orders.settings import OrdersSettings
+
+    endpoints = context.endpoints
+    settings = OrdersSettings(
+        postgres_url=endpoints.postgres_url,
+        redis_url=endpoints.redis_url,
+        kafka_bootstrap=endpoints.kafka_bootstrap,
+    )
+    sale = asyncio.run(audit_when_settled(settings, variant=variant, sku=FLASH_SKU, timeout_s=30))
+    numbers = sale.as_dict()
+    wrong = (
+        "oversold_units",
+        "customers_with_multiple_orders",
+        "customers_charged_more_than_once",
+        "events_lost",
+    )
+    unpaid = numbers["orders_not_paid"] if variant == "hardened" else 0
+    invariants = {k: v for k, v in numbers.items() if isinstance(v, int)}
+    return AuditResult(
+        invariants=invariants,
+        holds=not any(numbers[k] for k in wrong) and not unpaid,
+        explanation=(
+            f"{numbers['units_sold']} units sold of {numbers['initial_stock']}, {numbers['charges']} charges "
+            f"for {numbers['orders_committed']} orders, {numbers['events_published']} events published"
+        ),
+    )
+
+
+def _service_url(context: BenchContext, component: str) -> str:
+    spec = next(s for s in context.supervisor.services if s.name == component)
+    return context.supervisor.service_url(spec)
+
+
+ORDERS = BenchDesign(
+    name="orders",
+    title="Order flow: flash sale",
+    locustfile=HERE / "orders_flash_users.py",
+    services={"naive": "orders-naive", "hardened": "orders-hardened"},
+    reset=_reset_orders,
+    audit=_audit_orders,
+    what_to_watch=(
+        f"{FLASH_STOCK} units, buyers who each want one and retry once when the answer is late. Watch "
+        "oversold units (the naive stock check reads, waits for the slow inventory service, and writes "
+        "back), customers charged twice (a retry is a new order), and p99 against the client timeout."
+    ),
+    # The lab compresses the incident's time: a 1.2 s gateway and a 1 s client timeout stand
+    # for a stalled payment provider and a frontend giving up, so a short run shows what a real
+    # sale shows over minutes.
+    load_env={"LAB_LOAD_SKU": FLASH_SKU, "LAB_LOAD_TIMEOUT_S": "1.0"},
+    lab_env={"LAB_PAYMENT_GATEWAY_LATENCY_MS": "1200"},
+)
+
+
+# -- URL shortener -------------------------------------------------------------------------------
+
+
+def _fresh_links_per_run(context: BenchContext, variant: str) -> None:
+    """Nothing to clear: every run creates its own links under its run id (``LAB_BENCH_RUN_ID``),
+    and the auditor looks only at those."""
+
+
+def _audit_shortener(context: BenchContext, variant: str, run_dir: Path) -> AuditResult:
+    """Every redirect served is a click counted (after the flush), and every Location was right.
+
+    Requests still in flight when Locust stops are served and counted by the service but never
+    recorded by Locust, so up to one click per user may exceed the redirects Locust saw.
+    """
+    run = json.loads((run_dir / "run.json").read_text())
+    run_id = run["run_id"]
+    redirects = [e for e in json.loads((run_dir / "locust.json").read_text()) if e["name"] == "/{code}"]
+    served = sum(e["num_requests"] - e["num_failures"] for e in redirects)
+    wrong = sum(e["num_failures"] for e in redirects)
+    counted = asyncio.run(_clicks_when_flushed(context, variant, run_id, expected=served))
+    return AuditResult(
+        invariants={
+            "redirects_served": served,
+            "clicks_counted": counted,
+            "clicks_lost": max(0, served - counted),
+            "in_flight_at_stop": max(0, counted - served),
+            "wrong_redirects": wrong,
+        },
+        holds=served > 0 and served <= counted <= served + run["users"] and wrong == 0,
+        explanation=f"{served} redirects served, {counted} clicks counted, {wrong} wrong or failed redirects",
+    )
+
+
+async def _clicks_when_flushed(context: BenchContext, variant: str, run_id: str, *, expected: int) -> int:
+    """Hardened clicks reach PostgreSQL in batches: wait (bounded) until the flush caught up."""
+    conn = await asyncpg.connect(context.endpoints.postgres_url)
+    query = f"SELECT coalesce(sum(clicks), 0) FROM shortener_{variant}.links WHERE long_url LIKE $1"
+    try:
+        for _ in range(30):
+            counted = int(await conn.fetchval(query, f"https://example.com/{run_id}/%"))
+            if counted >= expected:
+                return counted
+            await asyncio.sleep(0.5)
+        return counted
+    finally:
+        await conn.close()
+
+
+SHORTENER = BenchDesign(
+    name="shortener",
+    title="URL shortener: redirects over a skewed working set",
+    locustfile=HERE / "shortener" / "users.py",
+    services={"naive": "shortener-naive", "hardened": "shortener-hardened"},
+    reset=_fresh_links_per_run,
+    audit=_audit_shortener,
+    what_to_watch=(
+        "Each run creates 1,000 links, then redirects over them with Zipf popularity, checking every "
+        "Location. Both variants count every click; watch what it costs: the naive variant reads and "
+        "writes PostgreSQL on every redirect, the hardened one answers from Redis and counts clicks "
+        "in batches. Throughput and p99 tell the difference."
+    ),
+    load_env={"LAB_SHORTENER_PROFILE": "zipf", "LAB_SHORTENER_SEED_LINKS": "1000"},
+)
+
+
+DESIGNS: dict[str, BenchDesign] = {design.name: design for design in (SHORTENER, RATELIMIT, ORDERS)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import threading
 import time
@@ -267,7 +268,7 @@ def locust(
 def demo(
     which: Annotated[str, typer.Argument(help="flash-sale, shortener, ratelimit or all")] = "all",
     duration: Annotated[str, typer.Option(help="per variant")] = "20s",
-    users: Annotated[int, typer.Option(min=1)] = 20,
+    users: Annotated[int | None, typer.Option(min=1, help="default: each act's own")] = None,
 ) -> None:
     """The instructor's script: narrate, run each design's bench, end with a verdict table."""
     from loadtests.demo import DemoError, run_demo
@@ -278,6 +279,28 @@ def demo(
         )
     except DemoError as exc:
         _fail(str(exc))
+
+
+audit = typer.Typer(help="A design's invariants as numbers, read from its stores.", no_args_is_help=True)
+app.add_typer(audit, name="audit")
+
+
+@audit.callback()
+def _point_audits_at_the_lab() -> None:
+    """The auditors read their settings from the environment: point them at this lab's servers."""
+    supervisor = _supervisor(_settings())
+    endpoints = supervisor.endpoints()
+    if endpoints is not None:
+        os.environ.update(endpoints.as_env())
+
+
+def _register_audits() -> None:
+    from services.orders.audit import audit_orders
+
+    audit.command("orders")(audit_orders)
+
+
+_register_audits()
 
 
 def main() -> None:

@@ -15,6 +15,9 @@ class ServiceSpec:
     app_factory: str
     port_setting: str
     workers: int = 1
+    # The setting through which other services find this one; the lab fills it with the real URL,
+    # so moving a port never leaves a caller pointing at the old one.
+    url_setting: str | None = None
 
     @property
     def name(self) -> str:
@@ -31,11 +34,25 @@ class WorkerSpec:
     target: str
 
 
+# fmt: off
 SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("shortener", "naive", "services.shortener.app:create_app", "shortener_naive_port", workers=2),
+    ServiceSpec("shortener", "hardened", "services.shortener.app:create_app", "shortener_hardened_port",
+                workers=2),
     # Two workers each: the naive limiter's per-process counting only shows with more than one.
     ServiceSpec("ratelimit", "naive", "services.ratelimit.app:create_app", "ratelimit_naive_port", workers=2),
-    ServiceSpec(
-        "ratelimit", "hardened", "services.ratelimit.app:create_app", "ratelimit_hardened_port", workers=2
-    ),
+    ServiceSpec("ratelimit", "hardened", "services.ratelimit.app:create_app", "ratelimit_hardened_port",
+                workers=2),
+    ServiceSpec("orders", "inventory", "services.orders.inventory:create_app", "inventory_port",
+                url_setting="LAB_ORDERS_INVENTORY_URL"),
+    ServiceSpec("orders", "gateway", "services.orders.gateway:create_app", "payment_gateway_port",
+                url_setting="LAB_ORDERS_PAYMENT_GATEWAY_URL"),
+    ServiceSpec("orders", "naive", "services.orders.app:create_app", "orders_naive_port"),
+    ServiceSpec("orders", "hardened", "services.orders.app:create_app", "orders_hardened_port"),
 )
-WORKERS: tuple[WorkerSpec, ...] = ()
+WORKERS: tuple[WorkerSpec, ...] = (
+    WorkerSpec("orders", "orders-relay", "services.orders.relay:run"),
+    WorkerSpec("orders", "orders-payments", "services.orders.consumers:run_payments"),
+    WorkerSpec("orders", "orders-notifications", "services.orders.consumers:run_notifications"),
+)
+# fmt: on

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,4 +69,20 @@ def serve_app(
         yield app
     finally:
         processes.signal_group(record, signal.SIGCONT)  # a paused app cannot shut down
+        processes.stop(record, timeout_s=10)
+
+
+@contextmanager
+def run_worker(target: str, *, env: Mapping[str, str], log_dir: Path) -> Iterator[ProcessRecord]:
+    """A background worker (``module:async_function``) as its own process, as the lab runs it."""
+    name = target.rsplit(":", 1)[-1]
+    record = processes.spawn(
+        f"{name}-{os.getpid()}-{processes.free_port(HOST)}",
+        (sys.executable, "-m", "services.lab.worker", target),
+        log_path=log_dir / f"{name}.log",
+        env={**os.environ, **env},
+    )
+    try:
+        yield record
+    finally:
         processes.stop(record, timeout_s=10)

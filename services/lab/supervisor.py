@@ -159,7 +159,10 @@ class Supervisor:
                 )
 
     def _child_env(self, endpoints: InfraEndpoints) -> dict[str, str]:
-        return {**os.environ, **endpoints.as_env(), "LAB_ADMIN_TOKEN": self.admin_token()}
+        service_urls = {
+            spec.url_setting: self.service_url(spec) for spec in self.services if spec.url_setting
+        }
+        return {**os.environ, **endpoints.as_env(), **service_urls, "LAB_ADMIN_TOKEN": self.admin_token()}
 
     def admin_token(self) -> str:
         """``LAB_ADMIN_TOKEN`` when set; otherwise one the lab makes once and keeps (mode 0600) in
@@ -284,6 +287,11 @@ class Supervisor:
             return outcome
 
     # -- status -----------------------------------------------------------------------------
+
+    def endpoints(self) -> InfraEndpoints | None:
+        """Where this lab's servers are, without starting anything."""
+        state = LabState.load(self._state_dir)
+        return self._infra(state, mode=state.mode or self.settings.infra).endpoints()
 
     def status(self) -> dict[str, Any]:
         """The shape ``lab status --json`` prints."""

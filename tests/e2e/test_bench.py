@@ -39,9 +39,11 @@ def _report(tmp_path: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def ratelimit_bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One smoke run shared by the checks below; a low limit so a few seconds show the flaw."""
+    """One smoke run shared by the checks below: a low limit and one hot key, so that even a slow
+    machine sends that key past the limit on both workers within a few seconds."""
     tmp_path = tmp_path_factory.mktemp("bench-ratelimit")
-    result = _bench(tmp_path, "ratelimit", *SMOKE, extra_env={"LAB_RATELIMIT_LIMIT": "10"})
+    low_limit = {"LAB_RATELIMIT_LIMIT": "3", "LAB_LOAD_HOT_KEYS": "1"}
+    result = _bench(tmp_path, "ratelimit", *SMOKE, extra_env=low_limit)
     assert result.returncode == 0, result.stderr[-3000:]
     assert _processes_of(tmp_path / "lab") == []  # the bench stopped the lab it started
     return tmp_path
@@ -60,7 +62,7 @@ def test_ratelimit_report_is_well_formed(ratelimit_bench: Path) -> None:
         assert "over_admitted_requests" in run["audit"]["invariants"]
     assert report["machine"]["cores"]
     assert report["machine"]["commit"]
-    assert report["settings"]["LAB_RATELIMIT_LIMIT"] == "10"
+    assert report["settings"]["LAB_RATELIMIT_LIMIT"] == "3"
     for name in ("report.md", "report.html", "naive/locust.html", "hardened/locust.html"):
         assert (ratelimit_bench / "report" / name).stat().st_size > 0
 
@@ -123,3 +125,32 @@ def test_bad_options_fail_before_anything_starts(
     assert result.returncode == 1
     assert complaint in result.stderr
     assert not (tmp_path / "lab" / "state.json").exists()
+
+
+def test_shortener_report_is_well_formed_and_every_click_counted(tmp_path: Path) -> None:
+    result = _bench(tmp_path, "shortener", *SMOKE)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = _report(tmp_path)
+    for run in report["variants"].values():
+        assert run["load"]["requests"] > 0
+        assert run["load"]["p99_ms"] > 0
+        invariants = run["audit"]["invariants"]
+        assert invariants["redirects_served"] > 0
+        assert invariants["clicks_lost"] == 0
+        assert invariants["wrong_redirects"] == 0
+        assert run["audit"]["holds"] is True
+
+
+def test_flash_sale_bench_shows_the_naive_failure_and_the_hardened_fix(tmp_path: Path) -> None:
+    result = _bench(tmp_path, "orders", "--duration", "10s", "--users", "200", "--shape", "spike")
+    assert result.returncode == 0, result.stderr[-3000:]
+    variants = _report(tmp_path)["variants"]
+    naive, hardened = variants["naive"]["audit"], variants["hardened"]["audit"]
+    assert naive["invariants"]["oversold_units"] > 0
+    assert naive["invariants"]["customers_charged_more_than_once"] > 0
+    assert naive["holds"] is False
+    assert hardened["invariants"]["units_sold"] == hardened["invariants"]["initial_stock"] == 100
+    assert hardened["invariants"]["oversold_units"] == 0
+    assert hardened["invariants"]["customers_charged_more_than_once"] == 0
+    assert hardened["invariants"]["events_lost"] == 0
+    assert hardened["holds"] is True
