@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -147,7 +146,7 @@ class HardenedOrderFlow:
         sale = await store.find_sale(self.pool, command.sku)
         if sale is None:
             raise UnknownSku(command.sku)
-        order = self._new_order(command, sale)
+        order = OrderRecord.placed(command, sale)
         created = OrderReply(201, {"order_id": str(order.order_id), "status": order.status})
         sold_out = _problem_reply(OutOfStock(command.sku))
         placed = await self.pool.fetchval(
@@ -163,16 +162,6 @@ class HardenedOrderFlow:
             key,
         )
         return created if placed else sold_out
-
-    def _new_order(self, command: PlaceOrder, sale: FlashSale) -> OrderRecord:
-        return OrderRecord(
-            order_id=uuid.uuid4(),
-            sku=command.sku,
-            customer_id=command.customer_id,
-            quantity=command.quantity,
-            amount_cents=sale.price_cents * command.quantity,
-            status="pending_payment",
-        )
 
     def _event(self, order: OrderRecord) -> OrderPlaced:
         return OrderPlaced(

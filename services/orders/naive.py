@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -55,7 +54,7 @@ class NaiveOrderFlow:
         # idempotency_key is deliberately ignored: that is the flaw.
         sale = await self._sale_for(command)
         await self.inventory.reserve(sku=command.sku, quantity=command.quantity)
-        order = _new_order(command, sale)
+        order = OrderRecord.placed(command, sale)
         await self._charge_and_commit(order)
         await self._publish(order)
         return OrderReply(201, {"order_id": str(order.order_id), "status": "paid"})
@@ -105,17 +104,6 @@ class NaiveOrderFlow:
             )
         except Exception as exc:  # the order is committed; the event is simply gone
             logger.warning("event_lost order_id=%s error=%s", event.order_id, type(exc).__name__)
-
-
-def _new_order(command: PlaceOrder, sale: FlashSale) -> OrderRecord:
-    return OrderRecord(
-        order_id=uuid.uuid4(),
-        sku=command.sku,
-        customer_id=command.customer_id,
-        quantity=command.quantity,
-        amount_cents=sale.price_cents * command.quantity,
-        status="pending_payment",
-    )
 
 
 def _order_placed(order: OrderRecord, *, currency: str) -> OrderPlaced:

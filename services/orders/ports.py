@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Protocol
-from uuid import UUID
+from uuid import UUID, uuid4
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,18 @@ class OrderRecord:
     quantity: int
     amount_cents: int
     status: str
+
+    @classmethod
+    def placed(cls, command: PlaceOrder, sale: FlashSale) -> OrderRecord:
+        """A new order for ``command`` at the sale's price, waiting for its payment."""
+        return cls(
+            order_id=uuid4(),
+            sku=command.sku,
+            customer_id=command.customer_id,
+            quantity=command.quantity,
+            amount_cents=sale.price_cents * command.quantity,
+            status="pending_payment",
+        )
 
 
 @dataclass(frozen=True)
