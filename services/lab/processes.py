@@ -129,6 +129,7 @@ def stop(record: ProcessRecord, *, timeout_s: float) -> None:
     process = _process(record)
     if process is None:
         return
+    family = _family(process)
     _signal_quietly(process, record.stop_signal)
     _, alive = psutil.wait_procs([process], timeout=timeout_s)
     if alive:
@@ -136,6 +137,23 @@ def stop(record: ProcessRecord, *, timeout_s: float) -> None:
         psutil.wait_procs(alive, timeout=timeout_s)
     _kill_group(record.pid)  # stragglers of the group, e.g. a postgres backend mid-query
     _reap(record.pid)
+    # SIGKILL is delivered asynchronously: return only once the whole family has exited.
+    wait_for(lambda: not any(_alive(member) for member in family), timeout_s=timeout_s)
+
+
+def _family(process: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [process, *process.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return [process]
+
+
+def _alive(process: psutil.Process) -> bool:
+    """Still running; an exited process that nobody reaped (a zombie) holds nothing and counts as gone."""
+    try:
+        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _signal_quietly(process: psutil.Process, sig: int) -> None:
