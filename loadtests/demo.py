@@ -99,7 +99,8 @@ def run_demo(
             console.print("Stopping what the demo started.")
             supervisor.down()
     console.rule("[bold]Verdict")
-    console.print(_verdict_table(reports))
+    # Piped output has no width of its own; the verdict table reads best on one line per row.
+    console.print(_verdict_table(reports), width=None if console.is_terminal else 130)
     console.print(f"Reports: {out_dir.resolve()}/<design>/report.html")
     return out_dir
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_POSTGRES_PORT = 54320
-DEFAULT_REDIS_PORT = 63790
+# Below the kernel's ephemeral port range (32768-60999 on Linux): an outgoing connection can never
+# hold them, even for the minute a closed one lingers in TIME_WAIT.
+DEFAULT_POSTGRES_PORT = 15432
+DEFAULT_REDIS_PORT = 16379
 DEFAULT_KAFKA_PORT = 19092
 
 

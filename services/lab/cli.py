@@ -277,7 +277,7 @@ def demo(
         run_demo(
             which, settings=_settings(), duration=duration, users=users, console=console, timer=timed_bar
         )
-    except DemoError as exc:
+    except (DemoError, LabError, InfraError) as exc:
         _fail(str(exc))
 
 
