@@ -41,6 +41,10 @@ def render_markdown(report: dict[str, Any]) -> str:
             ["p50 / p95 / p99 (ms)", *(_percentiles(v["load"]) for v in variants.values())],
             ["failed requests", *(v["load"]["failures"] for v in variants.values())],
             ["service CPU (cores)", *(v["service_cpu_cores"] for v in variants.values())],
+            [
+                "audit waited for the system to settle (s)",
+                *(v.get("audit_wait_s", "-") for v in variants.values()),
+            ],
             ["Locust CPU peak (% of a core)", *(v["load"]["locust_cpu_percent"] for v in variants.values())],
         ],
     )
