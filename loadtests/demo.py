@@ -99,8 +99,9 @@ def run_demo(
             console.print("Stopping what the demo started.")
             supervisor.down()
     console.rule("[bold]Verdict")
-    # Piped output has no width of its own; the verdict table reads best on one line per row.
-    console.print(_verdict_table(reports), width=None if console.is_terminal else 130)
+    # Piped output has no width of its own (rich assumes 80); the verdict table needs one line a row.
+    wide = console if console.is_terminal else Console(file=console.file, width=130)
+    wide.print(_verdict_table(reports))
     console.print(f"Reports: {out_dir.resolve()}/<design>/report.html")
     return out_dir
 
