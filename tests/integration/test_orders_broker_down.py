@@ -19,7 +19,7 @@ import pytest
 from services.lab.infra import InfraEndpoints
 from services.orders.audit import SaleAudit, audit_sale
 from services.orders.settings import OrdersSettings
-from tests.support.orders import open_sale, place_order, run_orders_lab, run_worker, wait_until
+from tests.support.orders import fresh_topics, open_sale, place_order, run_orders_lab, run_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -68,8 +68,7 @@ async def test_an_outage_of_the_broker_loses_naive_events_and_delays_hardened_on
     unique = uuid.uuid4().hex[:8]
     env = {
         **infra.as_env(),
-        "LAB_ORDERS_TOPIC": f"orders.events.{unique}",
-        "LAB_ORDERS_NAIVE_TOPIC": f"orders.naive.events.{unique}",
+        **fresh_topics(),
         "LAB_KAFKA_REQUEST_TIMEOUT_MS": "1000",
         "LAB_INVENTORY_DELAY_MS": "0",
     }

@@ -17,7 +17,15 @@ from services.lab import processes
 from services.lab.infra import InfraEndpoints
 from services.orders.audit import SaleAudit, audit_sale
 from services.orders.settings import OrdersSettings
-from tests.support.orders import OrdersLab, open_sale, place_order, run_orders_lab, run_worker, wait_until
+from tests.support.orders import (
+    OrdersLab,
+    fresh_topics,
+    open_sale,
+    place_order,
+    run_orders_lab,
+    run_worker,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -28,12 +36,9 @@ ORDERS = 20
 
 @pytest.fixture
 def env(infra: InfraEndpoints) -> dict[str, str]:
-    unique = uuid.uuid4().hex[:8]
     return {
         **infra.as_env(),
-        "LAB_ORDERS_TOPIC": f"orders.events.{unique}",
-        "LAB_ORDERS_DLQ_TOPIC": f"orders.events.{unique}.dlq",
-        "LAB_ORDERS_CONSUMER_GROUP_PREFIX": f"orders-{unique}",
+        **fresh_topics(),
         "LAB_ORDERS_CONSUMER_RETRY_BACKOFF_S": "0.05",
     }
 

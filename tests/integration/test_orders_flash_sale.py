@@ -22,7 +22,7 @@ import pytest
 from services.lab.infra import InfraEndpoints
 from services.orders.audit import SaleAudit, audit_sale
 from services.orders.settings import OrdersSettings
-from tests.support.orders import flash_sale, open_sale, run_orders_lab, run_worker, wait_until
+from tests.support.orders import flash_sale, fresh_topics, open_sale, run_orders_lab, run_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -43,14 +43,10 @@ NAIVE_POOL = {"LAB_PG_POOL_MAX_SIZE": "40"}
 
 @pytest.fixture
 def env(infra: InfraEndpoints) -> dict[str, str]:
-    unique = uuid.uuid4().hex[:8]
     return {
         **infra.as_env(),
         **PROFILE_ENV,
-        "LAB_ORDERS_TOPIC": f"orders.events.{unique}",
-        "LAB_ORDERS_DLQ_TOPIC": f"orders.events.{unique}.dlq",
-        "LAB_ORDERS_NAIVE_TOPIC": f"orders.naive.events.{unique}",
-        "LAB_ORDERS_CONSUMER_GROUP_PREFIX": f"orders-{unique}",
+        **fresh_topics(),
     }
 
 

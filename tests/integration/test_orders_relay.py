@@ -16,7 +16,7 @@ from services.lab import processes
 from services.lab.infra import InfraEndpoints
 from services.orders.audit import read_topic
 from services.orders.settings import OrdersSettings
-from tests.support.orders import run_worker, wait_until
+from tests.support.orders import fresh_topics, run_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -29,12 +29,9 @@ INSERT_EVENT = (
 
 @pytest.fixture
 def topic_env(infra: InfraEndpoints) -> dict[str, str]:
-    unique = uuid.uuid4().hex[:8]
     return {
         **infra.as_env(),
-        "LAB_ORDERS_TOPIC": f"orders.events.{unique}",
-        "LAB_ORDERS_DLQ_TOPIC": f"orders.events.{unique}.dlq",
-        "LAB_ORDERS_CONSUMER_GROUP_PREFIX": f"orders-{unique}",
+        **fresh_topics(),
         "LAB_ORDERS_RELAY_POLL_INTERVAL_S": "0.2",
     }
 

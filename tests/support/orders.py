@@ -136,3 +136,15 @@ async def wait_until(predicate: Any, *, timeout_s: float, interval_s: float = 0.
         if asyncio.get_running_loop().time() > deadline:
             return False
         await asyncio.sleep(interval_s)
+
+
+def fresh_topics() -> dict[str, str]:
+    """Topics and consumer groups of one test alone: the broker is shared by the whole session, and
+    no other test's events may reach this one's consumers or audits."""
+    unique = uuid.uuid4().hex[:8]
+    return {
+        "LAB_ORDERS_TOPIC": f"orders.events.{unique}",
+        "LAB_ORDERS_DLQ_TOPIC": f"orders.events.{unique}.dlq",
+        "LAB_ORDERS_NAIVE_TOPIC": f"orders.naive.events.{unique}",
+        "LAB_ORDERS_CONSUMER_GROUP_PREFIX": f"orders-{unique}",
+    }
