@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -206,12 +207,33 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+# Ports handed out by this process, never handed out twice.
+_handed_out: set[int] = set()
+_LOWEST_PORT = 10_000
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS considers free now; the caller binds it soon after."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A port that is free now, for a server the caller starts soon after.
+
+    Chosen below the kernel's ephemeral range, not by binding port 0 (which answers from inside
+    it): between the check and the server's own bind, any outgoing connection on the machine may
+    take an ephemeral port, and a lab makes hundreds of them while it starts.
+    """
+    lowest_ephemeral = _ephemeral_range()[0]
+    for _ in range(1000):
+        port = random.randrange(_LOWEST_PORT, lowest_ephemeral)
+        if port not in _handed_out and port_is_free(host, port):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free port between {_LOWEST_PORT} and {lowest_ephemeral} on {host}")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999  # Linux's default; macOS starts at 49152
 
 
 def tail(path: Path, *, lines: int = 20) -> str:
