@@ -174,7 +174,7 @@ def _run_variant(
         say(f"{variant}: resetting {design.name}'s state")
         design.reset(context, variant)
     component = design.services[variant]
-    url = _service_url(context.supervisor, component)
+    url = context.supervisor.url_of(component)
     chaos = ChaosRunner(steps, apply=lambda step: _apply(context.supervisor, step))
     cpu_before = _cpu_seconds(context.supervisor, component)
     say(f"{variant}: {options.users} users, shape {options.shape}, {options.duration_s} s against {url}")
@@ -215,11 +215,6 @@ def _load(design: BenchDesign, options: BenchOptions, url: str, run_dir: Path, r
         out_dir=run_dir,
         processes=options.workers,
     )
-
-
-def _service_url(supervisor: Supervisor, component: str) -> str:
-    spec = next(s for s in supervisor.services if s.name == component)
-    return supervisor.service_url(spec)
 
 
 def _cpu_seconds(supervisor: Supervisor, component: str) -> float:

@@ -145,7 +145,7 @@ def _reset_orders(context: BenchContext, variant: str) -> None:
     """
     if variant == "naive":
         context.supervisor.restart(["orders-naive"])
-    url = _service_url(context, f"orders-{variant}")
+    url = context.supervisor.url_of(f"orders-{variant}")
     response = httpx.post(
         f"{url}/api/v1/admin/flash-sales",
         json={"sku": FLASH_SKU, "stock": FLASH_STOCK, "price_cents": 1999},
@@ -185,11 +185,6 @@ def _audit_orders(context: BenchContext, variant: str, run_dir: Path) -> AuditRe
             f"for {numbers['orders_committed']} orders, {numbers['events_published']} events published"
         ),
     )
-
-
-def _service_url(context: BenchContext, component: str) -> str:
-    spec = next(s for s in context.supervisor.services if s.name == component)
-    return context.supervisor.service_url(spec)
 
 
 ORDERS = BenchDesign(

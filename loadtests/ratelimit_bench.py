@@ -30,7 +30,7 @@ from fastapi import FastAPI
 from loadtests.environment import machine_info, private_infra
 from loadtests.locust_runner import LoadSummary, run_locust
 from services.core.health import register_health_check
-from services.core.resources import read_resource, redis_check
+from services.core.resources import redis_check
 from services.lab.infra import InfraEndpoints
 from services.lab.standalone import serve_app
 from services.ratelimit.app import build_protected_app, limiter_redis
@@ -249,8 +249,7 @@ def _kind(client_number: int) -> str:
 
 
 async def _window(redis: aioredis.Redis, algorithm: Algorithm) -> RedisSlidingWindow:
-    script = redis.register_script(read_resource("services.ratelimit", f"{algorithm.replace('-', '_')}.lua"))
-    return RedisSlidingWindow(redis, script=script, algorithm=algorithm)
+    return RedisSlidingWindow.for_algorithm(redis, algorithm)
 
 
 # -- report --------------------------------------------------------------------------------------

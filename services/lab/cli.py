@@ -255,8 +255,7 @@ def locust(
     bench_design = DESIGNS.get(design)
     if bench_design is None or variant not in bench_design.services:
         _fail(f"unknown design or variant {design!r} {variant!r}; designs: {', '.join(DESIGNS)}")
-    spec = next(s for s in supervisor.services if s.name == bench_design.services[variant])
-    host = supervisor.service_url(spec)
+    host = supervisor.url_of(bench_design.services[variant])
     console.print(f"Locust web UI on http://{settings.host}:{port} driving {host} (Ctrl-C to stop)")
     argv = [sys.executable, "-m", "locust", "-f", str(bench_design.locustfile), "--host", host,
             "--web-host", settings.host, "--web-port", str(port)]  # fmt: skip

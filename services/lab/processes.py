@@ -149,6 +149,14 @@ def _family(process: psutil.Process) -> list[psutil.Process]:
         return [process]
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs; see :func:`_alive`."""
+    try:
+        return _alive(psutil.Process(pid))
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _alive(process: psutil.Process) -> bool:
     """Still running; an exited process that nobody reaped (a zombie) holds nothing and counts as gone."""
     try:

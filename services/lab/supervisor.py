@@ -146,6 +146,13 @@ class Supervisor:
             design=spec.design,
         )
 
+    def url_of(self, component: str) -> str:
+        """The URL of a registered service, by its component name (``orders-naive``)."""
+        spec = next((s for s in self.services if s.name == component), None)
+        if spec is None:
+            raise LabError(f"no service called {component!r}")
+        return self.service_url(spec)
+
     def service_url(self, spec: registry.ServiceSpec) -> str:
         return f"http://{self.settings.host}:{self.settings.port_of(spec.port_setting)}"
 

@@ -15,7 +15,7 @@ from redis.backoff import NoBackoff
 
 from services.core.app import build_app
 from services.core.health import register_health_check
-from services.core.resources import read_resource, redis_check
+from services.core.resources import redis_check
 from services.ratelimit import api
 from services.ratelimit.hardened import FailurePolicy, RedisSlidingWindow
 from services.ratelimit.limiter import RateLimitGuard
@@ -33,9 +33,7 @@ async def wire_naive(_: FastAPI, __: RateLimitSettings, ___: AsyncExitStack) -> 
 async def wire_hardened(app: FastAPI, settings: RateLimitSettings, stack: AsyncExitStack) -> RateLimiter:
     redis = await stack.enter_async_context(limiter_redis(settings))
     register_health_check(app, name="redis", check=redis_check(redis))
-    script_name = f"{settings.ratelimit_algorithm.replace('-', '_')}.lua"
-    script = redis.register_script(read_resource("services.ratelimit", script_name))
-    window = RedisSlidingWindow(redis, script=script, algorithm=settings.ratelimit_algorithm)
+    window = RedisSlidingWindow.for_algorithm(redis, settings.ratelimit_algorithm)
     return FailurePolicy(
         window,
         on_error=settings.ratelimit_on_redis_error,

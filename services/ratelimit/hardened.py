@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter
 from redis.commands.core import AsyncScript
 
+from services.core.resources import read_resource
 from services.ratelimit.errors import LimiterUnavailable
 from services.ratelimit.ports import BackendError, Decision, Policy, RateLimiter
 from services.ratelimit.settings import Algorithm
@@ -42,6 +43,13 @@ _MICROSECONDS = 1_000_000
 
 class RedisSlidingWindow:
     """``algorithm`` picks the script: ``sliding-log`` (exact) or ``sliding-counter`` (approximate)."""
+
+    @classmethod
+    def for_algorithm(cls, redis: aioredis.Redis, algorithm: Algorithm) -> RedisSlidingWindow:
+        """The window with its Lua script registered (loaded into Redis on first use, and again
+        after a Redis restart)."""
+        lua = read_resource("services.ratelimit", f"{algorithm.replace('-', '_')}.lua")
+        return cls(redis, script=redis.register_script(lua), algorithm=algorithm)
 
     def __init__(self, redis: aioredis.Redis, *, script: AsyncScript, algorithm: Algorithm) -> None:
         self._redis = redis

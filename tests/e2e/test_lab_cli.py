@@ -44,19 +44,12 @@ def _lab(*args: str, env: dict[str, str], timeout_s: float = 120) -> subprocess.
     )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def _processes_of(state_dir: Path) -> list[psutil.Process]:
     """Any live process whose command line or working files point into this lab's state dir."""
     found = []
     for process in psutil.process_iter(["cmdline", "environ"]):
         text = " ".join(process.info["cmdline"] or []) + str(process.info.get("environ") or {})
-        if str(state_dir) in text and _alive(process.pid):
+        if str(state_dir) in text and processes.pid_alive(process.pid):
             found.append(process)
     return found
 
@@ -93,7 +86,7 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
     finally:
         down = _lab("down", env=env)
     assert down.returncode == 0, down.stderr
-    assert [pid for pid in pids if _alive(pid)] == []
+    assert [pid for pid in pids if processes.pid_alive(pid)] == []
     assert _processes_of(state_dir) == []
 
 

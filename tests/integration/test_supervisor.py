@@ -42,15 +42,6 @@ def supervisor(tmp_path: Path) -> Iterator[Supervisor]:
         lab.down()
 
 
-def _alive(pid: int) -> bool:
-    """Running, not merely a zombie: an exited grandchild reparented to an init that does not reap
-    (as in some containers) keeps its pid but holds nothing."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def _all_pids(status: dict[str, object]) -> list[int]:
     infra = status["infra"].values()  # type: ignore[attr-defined]
     services = status["services"]
@@ -76,7 +67,7 @@ def test_up_starts_everything_healthy_and_down_leaves_nothing(supervisor: Superv
     assert supervisor.up().already_running == ["postgres", "redis", "kafka", "checked-app"]
 
     assert supervisor.down().stopped == ["checked-app", "kafka", "redis", "postgres"]
-    assert [pid for pid in family if _alive(pid)] == []
+    assert [pid for pid in family if processes.pid_alive(pid)] == []
     assert not any(_healthy(supervisor.status()).values())
 
 
@@ -124,7 +115,7 @@ def test_a_killed_session_leaves_stale_state_that_up_recovers_from(supervisor: S
     for pid in family:  # what a crash or a killed terminal session leaves: no clean shutdown at all
         with contextlib.suppress(psutil.NoSuchProcess):
             psutil.Process(pid).kill()
-    assert processes.wait_for(lambda: not any(_alive(p) for p in family), timeout_s=10)
+    assert processes.wait_for(lambda: not any(processes.pid_alive(p) for p in family), timeout_s=10)
 
     report = supervisor.up()
     assert sorted(report.stale_cleaned) == ["checked-app", "kafka", "postgres", "redis"]
