@@ -15,6 +15,7 @@ import psutil
 
 from services.lab.infra import InfraEndpoints
 from services.lab.settings import LabSettings
+from services.lab.state import LabState
 from services.lab.supervisor import Supervisor
 
 PACKAGES = (
@@ -76,3 +77,33 @@ def private_infra(state_dir: Path) -> Iterator[InfraEndpoints]:
         yield report.endpoints
     finally:
         supervisor.down()
+
+
+# -- CPU spent per process family: steadier than throughput on a shared machine -------------------
+
+
+def family_cpu_s(root_pids: list[int]) -> dict[int, float]:
+    """CPU seconds so far of every process under ``root_pids`` (PostgreSQL backends included)."""
+    spent: dict[int, float] = {}
+    for root in root_pids:
+        try:
+            parent = psutil.Process(root)
+            family = [parent, *parent.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for process in family:
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            spent[process.pid] = times.user + times.system
+    return spent
+
+
+def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
+def infra_pids(state_dir: Path) -> list[int]:
+    records = LabState.load(state_dir).processes
+    return [records[name].pid for name in ("postgres", "redis") if name in records]

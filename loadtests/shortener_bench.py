@@ -37,14 +37,12 @@ from typing import Any
 
 import asyncpg
 import httpx
-import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtests.environment import machine_info, private_infra
+from loadtests.environment import cpu_between, family_cpu_s, infra_pids, machine_info, private_infra
 from loadtests.locust_runner import LoadSummary, run_locust
 from services.lab.infra import InfraEndpoints
 from services.lab.standalone import ServedApp, serve_app
-from services.lab.state import LabState
 
 USERS_FILE = Path(__file__).parent / "shortener" / "users.py"
 WORKING_SET = 10_000
@@ -92,36 +90,6 @@ def _serve(
     factory: str, variant: str, extra_env: dict[str, str], *, env: dict[str, str], log_dir: Path
 ) -> AbstractContextManager[ServedApp]:
     return serve_app(factory, variant, env={**env, **extra_env}, log_dir=log_dir, startup_timeout_s=60)
-
-
-# -- CPU spent: the app, PostgreSQL and Valkey, each with its children -----------------------------
-
-
-def family_cpu_s(root_pids: list[int]) -> dict[int, float]:
-    """CPU seconds so far of every process under ``root_pids`` (PostgreSQL backends included)."""
-    spent: dict[int, float] = {}
-    for root in root_pids:
-        try:
-            parent = psutil.Process(root)
-            family = [parent, *parent.children(recursive=True)]
-        except psutil.Error:
-            continue
-        for process in family:
-            try:
-                times = process.cpu_times()
-            except psutil.Error:
-                continue
-            spent[process.pid] = times.user + times.system
-    return spent
-
-
-def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
-    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
-
-
-def infra_pids(state_dir: Path) -> list[int]:
-    records = LabState.load(state_dir).processes
-    return [records[name].pid for name in ("postgres", "redis") if name in records]
 
 
 # -- the working set -----------------------------------------------------------------------------

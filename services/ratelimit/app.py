@@ -34,11 +34,7 @@ async def wire_hardened(app: FastAPI, settings: RateLimitSettings, stack: AsyncE
     redis = await stack.enter_async_context(limiter_redis(settings))
     register_health_check(app, name="redis", check=redis_check(redis))
     window = RedisSlidingWindow.for_algorithm(redis, settings.ratelimit_algorithm)
-    return FailurePolicy(
-        window,
-        on_error=settings.ratelimit_on_redis_error,
-        timeout_s=settings.ratelimit_redis_timeout_ms / 1000,
-    )
+    return FailurePolicy(window, on_error=settings.ratelimit_on_redis_error)
 
 
 @asynccontextmanager

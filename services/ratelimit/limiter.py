@@ -14,10 +14,23 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated
 
 from fastapi import Depends, Request, Response
+from prometheus_client import Counter
 
 from services.ratelimit.errors import QuotaExceeded
 from services.ratelimit.identity import Network, client_identity
 from services.ratelimit.ports import Decision, Policy, RateLimiter
+
+DECISIONS = Counter(
+    "ratelimit_decisions_total",
+    "Rate-limit checks by outcome: admitted, refused, or degraded (admitted unchecked: the store failed)",
+    ["policy", "outcome"],
+)
+
+
+def outcome_of(decision: Decision) -> str:
+    if decision.degraded:
+        return "degraded"
+    return "admitted" if decision.allowed else "refused"
 
 
 def policy_field(policy: Policy) -> str:
@@ -59,6 +72,7 @@ class RateLimitGuard:
         )
         policy = self.policy_for(request)
         decision = await self.limiter.check(identity, policy)
+        DECISIONS.labels(policy.name, outcome_of(decision)).inc()
         if not decision.allowed:
             raise QuotaExceeded(policy=policy, decision=decision)
         return identity, policy, decision

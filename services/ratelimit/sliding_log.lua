@@ -5,7 +5,6 @@
 -- KEYS[1]  the log, e.g. "rl:log:{key:alice}:default" (hash tag: one slot per identity in a cluster)
 -- ARGV[1]  limit
 -- ARGV[2]  window in microseconds
--- ARGV[3]  a unique token for this request (two requests in one microsecond stay two members)
 -- returns  {allowed (0/1), remaining, microseconds until one more request fits, now in microseconds}
 
 local limit = tonumber(ARGV[1])
@@ -17,7 +16,14 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local used = redis.call('ZCARD', KEYS[1])
 local allowed = 0
 if used < limit then
-  redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[3])
+  -- The member is the admission time; two admissions in one microsecond get a suffix each,
+  -- so they stay two members. (Integer formatting: Lua would print the number as 1.76e+15.)
+  local member = string.format('%d', now)
+  local suffix = 0
+  while redis.call('ZADD', KEYS[1], 'NX', now, member) == 0 do
+    suffix = suffix + 1
+    member = string.format('%d-%d', now, suffix)
+  end
   used = used + 1
   allowed = 1
 end

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.lab.infra import InfraEndpoints
 from tests.support.ratelimit import RESOURCE, fire, get, run_limiter
@@ -61,6 +62,27 @@ async def test_over_the_limit_is_a_429_problem_with_retry_after(limiter: Running
         remaining, t = _fields(answer.headers)
         assert remaining == 0
         assert int(answer.headers["retry-after"]) >= t > 0
+
+
+def _decisions(url: str) -> dict[str, float]:
+    """``ratelimit_decisions_total`` of the default policy, by outcome."""
+    families = text_string_to_metric_families(httpx.get(f"{url}/metrics").text)
+    return {
+        sample.labels["outcome"]: sample.value
+        for family in families
+        if family.name == "ratelimit_decisions"
+        for sample in family.samples
+        if sample.name == "ratelimit_decisions_total" and sample.labels["policy"] == "default"
+    }
+
+
+async def test_metrics_count_every_decision_by_outcome(limiter: RunningApp, unique_id: str) -> None:
+    before = _decisions(limiter.url)
+    await fire(limiter.url, count=LIMIT + 3, headers={"X-API-Key": unique_id}, concurrency=1)
+    after = _decisions(limiter.url)
+    counted = {outcome: after[outcome] - before.get(outcome, 0.0) for outcome in after}
+    counted = {outcome: count for outcome, count in counted.items() if count}
+    assert counted == {"admitted": LIMIT, "refused": 3}
 
 
 async def test_each_api_key_has_its_own_bucket(limiter: RunningApp, unique_id: str) -> None:
