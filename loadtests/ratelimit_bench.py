@@ -162,8 +162,8 @@ def http_ratios(runs: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
     for name in runs:
         result[name] = {
             "throughput_rps": round(mean(name, "throughput_rps"), 1),
-            "p50_ms": mean(name, "p50_ms"),
-            "p99_ms": mean(name, "p99_ms"),
+            "p50_ms": round(mean(name, "p50_ms"), 1),
+            "p99_ms": round(mean(name, "p99_ms"), 1),
             "failures": sum(run["failures"] for run in runs[name]),
             "refused_percent": round(mean(name, "refused_percent"), 1),
             "degraded_percent": round(mean(name, "degraded_percent"), 2),
@@ -360,9 +360,10 @@ def render_markdown(result: dict[str, Any]) -> str:
         "Every target is served at once; each round runs every target one after the other, and a row "
         "is the mean over the rounds. The ratio to the floor is throughput; the CPU ratio is the "
         "floor's app CPU per request divided by the target's (1.0: the check costs the app no more "
-        "than one plain `GET`). The goal is 0.9. Refused: answered 429, which is cheaper than a 200 "
-        "(in this profile the hot keys go over the limit), so the rows marked *nothing refused* run "
-        "the same check with a limit no run reaches. Degraded: admitted unchecked because Redis did "
+        "than one plain `GET`). The goal is 0.9. Refused: answered 429 (in this profile the hot keys "
+        "go over the limit); a 429 takes another path through the app than the floor's 200, so the "
+        "rows marked *nothing refused* run the same check with a limit no run reaches, the "
+        "like-for-like comparison. Degraded: admitted unchecked because Redis did "
         "not answer within the 50 ms budget (fail-open); the floor runs under the same failure "
         "policy. Runs in the order they ran:",
         "",

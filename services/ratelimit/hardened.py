@@ -72,8 +72,7 @@ class RedisSlidingWindow:
     # argument already bytes (nothing for the encoder to convert) and EVALSHA sent directly rather
     # than through redis-py's Script object, whose per-call type checks cost more than the encoding;
     # the Lua script makes each entry's unique member itself rather than take a random token.
-    # Measured with cProfile against the one-GET floor: together about 15 us of the ~50 us a check
-    # used to add to a request (see docs/results/ratelimit.md).
+    # Found by profiling the check against the one-GET floor (docs/designs/ratelimit.md, "Run it").
 
     def _arguments_of(self, policy: Policy) -> tuple[bytes, bytes]:
         arguments = self._arguments.get(policy)
