@@ -17,13 +17,12 @@ Proven by ``tests/integration/test_ratelimit_flaws.py`` and ``test_ratelimit_fau
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter
-from redis.exceptions import NoScriptError
 
+from services.core.lua import LuaScript
 from services.core.resources import read_resource
 from services.ratelimit.errors import LimiterUnavailable
 from services.ratelimit.ports import BackendError, Decision, Policy, RateLimiter
@@ -49,16 +48,20 @@ class RedisSlidingWindow:
         return cls(redis, lua=lua, algorithm=algorithm)
 
     def __init__(self, redis: aioredis.Redis, *, lua: str, algorithm: Algorithm) -> None:
-        self._redis = redis
-        self._lua = lua
-        self._sha = hashlib.sha1(lua.encode()).hexdigest()
+        self._script = LuaScript(redis, lua)
         self._key_prefix = _KEY_PREFIX[algorithm]
         self._arguments: dict[Policy, tuple[bytes, bytes]] = {}
+
+    # The check runs on every request, so its path to Redis is as short as redis-py allows: every
+    # argument already bytes (nothing for the encoder to convert), EVALSHA sent by LuaScript rather
+    # than redis-py's Script object, and the Lua script makes each entry's unique member itself
+    # rather than take a random token.
+    # Found by profiling the check against the one-GET floor (docs/designs/ratelimit.md, "Run it").
 
     async def check(self, identity: str, policy: Policy) -> Decision:
         key = f"{self._key_prefix}:{{{identity}}}:{policy.name}".encode()
         try:
-            allowed, remaining, reset_us, now_us = await self._run(key, *self._arguments_of(policy))
+            allowed, remaining, reset_us, now_us = await self._script.run((key,), self._arguments_of(policy))
         except (TimeoutError, aioredis.RedisError, OSError) as exc:
             raise BackendError(f"{type(exc).__name__}: {exc}") from exc
         return Decision(
@@ -68,27 +71,12 @@ class RedisSlidingWindow:
             decided_at=now_us / _MICROSECONDS,
         )
 
-    # The check runs on every request, so its path to Redis is as short as redis-py allows: every
-    # argument already bytes (nothing for the encoder to convert) and EVALSHA sent directly rather
-    # than through redis-py's Script object, whose per-call type checks cost more than the encoding;
-    # the Lua script makes each entry's unique member itself rather than take a random token.
-    # Found by profiling the check against the one-GET floor (docs/designs/ratelimit.md, "Run it").
-
     def _arguments_of(self, policy: Policy) -> tuple[bytes, bytes]:
         arguments = self._arguments.get(policy)
         if arguments is None:
             arguments = (str(policy.limit).encode(), str(policy.window_s * _MICROSECONDS).encode())
             self._arguments[policy] = arguments
         return arguments
-
-    async def _run(self, key: bytes, limit: bytes, window_us: bytes) -> list[int]:
-        try:
-            reply: list[int] = await self._redis.evalsha(self._sha, 1, key, limit, window_us)
-        except NoScriptError:
-            # A new or restarted Redis does not know the script yet: load it once, then run it.
-            await self._redis.script_load(self._lua)
-            reply = await self._redis.evalsha(self._sha, 1, key, limit, window_us)
-        return reply
 
 
 class FailurePolicy:

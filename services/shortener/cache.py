@@ -21,6 +21,8 @@ from datetime import UTC, datetime, timedelta
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from services.core.autopipeline import AutoPipeline
+from services.core.lua import LuaScript
 from services.core.resources import read_resource
 from services.shortener.hotcache import Absent, HotKeyCache, invalidation_channel
 from services.shortener.links import Target, utc_now
@@ -74,7 +76,9 @@ class CachedRedirects:
         self._settings = settings
         self._hot = hot
         self._release_lock = redis.register_script(read_resource("services.shortener", "release_lock.lua"))
-        self._follow_script = redis.register_script(read_resource("services.shortener", "follow.lua"))
+        self._follow_script = LuaScript(
+            redis, read_resource("services.shortener", "follow.lua"), pipeline=AutoPipeline(redis)
+        )
         self._inflight: dict[str, asyncio.Task[Target | None]] = {}
         self._channel = invalidation_channel(prefix)
 
@@ -122,8 +126,8 @@ class CachedRedirects:
             if not isinstance(cached, _Miss):
                 await self._count_if_live(code, cached, now=now)
             return cached
-        keys = [self._entry_key(code), self._pending_key]
-        raw = await self._follow_script(keys=keys, args=[code, epoch_ms(now)])
+        keys = (self._entry_key(code), self._pending_key)
+        raw = await self._follow_script.run(keys, (code, epoch_ms(now)))
         return MISS if raw is None else decode_entry(raw)
 
     async def _count_if_live(self, code: str, target: Target | None, *, now: datetime) -> None:
