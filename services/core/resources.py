@@ -15,6 +15,8 @@ from contextlib import asynccontextmanager
 import asyncpg
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from services.core.settings import CoreSettings
 
@@ -72,6 +74,27 @@ async def open_redis(settings: CoreSettings) -> AsyncIterator[aioredis.Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@asynccontextmanager
+async def open_bounded_redis(settings: CoreSettings, *, budget_s: float) -> AsyncIterator[aioredis.Redis]:
+    """A client for Redis on a request's path where a slow answer is as bad as none (a rate limiter,
+    a sold-out gate): every wait is bounded by ``budget_s``, the connect, the read and the wait for
+    a pooled connection alike, and nothing is retried (a retry would spend the budget twice)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=budget_s,
+        socket_timeout=budget_s,
+        socket_connect_timeout=budget_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+    client = aioredis.Redis(connection_pool=pool)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        await pool.aclose()
 
 
 @asynccontextmanager

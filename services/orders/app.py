@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import asyncpg
 from fastapi import FastAPI
 
 from services.core.app import build_app
@@ -25,6 +26,7 @@ from services.orders.hardened import AdmissionGate, HardenedOrderFlow, reap_idem
 from services.orders.naive import NaiveOrderFlow
 from services.orders.ports import OrderFlow
 from services.orders.settings import OrdersSettings, schema_for
+from services.orders.soldout import NoSoldOutGate, RedisSoldOutGate, SoldOutGate, open_gate_redis
 
 FlowBuilder = Callable[[FastAPI, OrdersSettings, AsyncExitStack], Awaitable[OrderFlow]]
 
@@ -55,8 +57,22 @@ async def build_hardened(app: FastAPI, settings: OrdersSettings, stack: AsyncExi
     )
     stack.callback(reaper.cancel)
     return HardenedOrderFlow(
-        pool=pool, settings=settings, gate=AdmissionGate(limit=settings.orders_max_in_flight)
+        pool=pool,
+        settings=settings,
+        admission=AdmissionGate(limit=settings.orders_max_in_flight),
+        sold_out=await wire_sold_out_gate(settings, pool, stack),
     )
+
+
+async def wire_sold_out_gate(
+    settings: OrdersSettings, pool: asyncpg.Pool, stack: AsyncExitStack
+) -> SoldOutGate:
+    """No health check for its Redis: the gate is an optimisation that steps aside when Redis fails,
+    so a Redis outage must not make the orders service look down."""
+    if not settings.orders_sold_out_gate:
+        return NoSoldOutGate()
+    redis = await stack.enter_async_context(open_gate_redis(settings))
+    return RedisSoldOutGate(redis, pool, ttl_s=settings.orders_sold_out_gate_ttl_s)
 
 
 VARIANTS: dict[str, FlowBuilder] = {"naive": build_naive, "hardened": build_hardened}

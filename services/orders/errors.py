@@ -70,6 +70,14 @@ class Overloaded(OrderError):
         super().__init__("too many orders in flight; retry later")
 
 
+class SoldOutGateUnavailable(OrderError):
+    """Opening a sale needs the sold-out gate reset first, and its Redis did not answer (503): the
+    sale is left as it was rather than risk the new stock meeting the old sale's sold-out mark."""
+
+    def __init__(self, sku: str) -> None:
+        super().__init__(f"the sold-out gate of sku {sku!r} could not be reset; the sale was not opened")
+
+
 class DependencyFailed(OrderError):
     """A service the naive variant calls synchronously failed or timed out (502)."""
 
@@ -103,6 +111,7 @@ _STATUS: dict[type[OrderError], tuple[int, str, str]] = {
     IdempotencyKeyReused: (422, "idempotency-key-reused", "Idempotency-Key reused"),
     IdempotencyKeyInFlight: (409, "idempotency-key-in-flight", "Request still in flight"),
     Overloaded: (429, "overloaded", "Too many orders in flight"),
+    SoldOutGateUnavailable: (503, "sold-out-gate-unavailable", "The sale could not be opened"),
     DependencyFailed: (502, "dependency-failed", "A dependency failed"),
     NotAuthorized: (401, "unauthorized", "Unauthorized"),
 }

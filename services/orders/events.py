@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from services.orders.settings import OrdersSettings
 
 logger = logging.getLogger(__name__)
+
+TopicOffsets = dict[str, dict[int, int]]
+"""Offsets per topic, then per partition."""
 
 ORDER_PLACED = "OrderPlaced"
 MESSAGE_ID_HEADER = "message_id"
@@ -69,3 +74,33 @@ async def _create_topics(admin: AIOKafkaAdminClient, names: list[str], *, partit
         logger.info("topics_created names=%s partitions=%d", ",".join(names), partitions)
     except TopicAlreadyExistsError:
         logger.info("topics_exist names=%s", ",".join(names))
+
+
+async def topic_end_offsets(settings: OrdersSettings, topics: list[str]) -> TopicOffsets | None:
+    """Where each of ``topics`` that exists ends now, per partition: a sale records this when it
+    opens, so its audit reads only what came after. ``None`` when the broker does not answer within
+    ``kafka_request_timeout_ms`` (the audit then reads the topics from their beginning)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
+    )
+    try:
+        async with asyncio.timeout(settings.kafka_request_timeout_ms / 1000):
+            await consumer.start()
+            return await _end_offsets(consumer, topics)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        logger.warning("topic_offsets_unavailable topics=%s error=%r", ",".join(topics), exc)
+        return None
+    finally:
+        await consumer.stop()
+
+
+async def _end_offsets(consumer: AIOKafkaConsumer, topics: list[str]) -> TopicOffsets:
+    existing = await consumer.topics()
+    offsets: TopicOffsets = {}
+    for topic in (name for name in topics if name in existing):
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = await consumer.end_offsets(partitions) if partitions else {}
+        offsets[topic] = {tp.partition: offset for tp, offset in ends.items()}
+    return offsets

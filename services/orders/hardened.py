@@ -14,10 +14,12 @@ Fixes, one per naive flaw:
   once; consumers dedupe with an inbox (:mod:`services.orders.consumers`).
 * **Pile-ups** → at most ``orders_max_in_flight`` orders per process; beyond it ``429`` with
   ``Retry-After``, so admitted requests keep a bounded latency. No call to another service happens
-  inside a request.
+  inside a request. Once PostgreSQL has found the sale sold out, a Redis sold-out gate
+  (:mod:`services.orders.soldout`) answers later buyers ``409`` without a PostgreSQL transaction;
+  a retry of an order that succeeded still gets its ``201``.
 
 Proved by ``tests/integration/test_orders_flash_sale.py`` (exactly the stock sold, one charge per
-order), ``test_orders_idempotency.py`` and ``test_orders_relay.py``.
+order), ``test_orders_idempotency.py``, ``test_orders_relay.py`` and ``test_orders_sold_out_gate.py``.
 """
 
 from __future__ import annotations
@@ -44,10 +46,11 @@ from services.orders.errors import (
     UnknownSku,
     to_problem,
 )
-from services.orders.events import OrderPlaced
+from services.orders.events import OrderPlaced, topic_end_offsets
 from services.orders.idempotency import IdempotencyPolicy
 from services.orders.ports import FlashSale, OrderRecord, OrderReply, PlaceOrder, StockLevel
 from services.orders.settings import OrdersSettings
+from services.orders.soldout import GateVerdict, SoldOutGate
 
 logger = logging.getLogger(__name__)
 
@@ -101,10 +104,19 @@ class AdmissionGate:
 
 
 @dataclass(frozen=True)
+class CheckedOut:
+    """The checkout statement's outcome: whether it took stock, and the answer it stored."""
+
+    placed: bool
+    answer: OrderReply
+
+
+@dataclass(frozen=True)
 class HardenedOrderFlow:
     pool: asyncpg.Pool
     settings: OrdersSettings
-    gate: AdmissionGate
+    admission: AdmissionGate
+    sold_out: SoldOutGate
 
     @property
     def policy(self) -> IdempotencyPolicy:
@@ -113,23 +125,31 @@ class HardenedOrderFlow:
         )
 
     async def open_sale(self, sale: FlashSale) -> None:
+        topics = [self.settings.orders_topic, self.settings.orders_dlq_topic]
+        event_offsets = await topic_end_offsets(self.settings, topics)
         async with self.pool.acquire() as conn, conn.transaction():
-            await store.reset_sale(conn, sale)
+            await store.reset_sale(conn, sale, event_offsets=event_offsets)
             await conn.execute(idempotency.DELETE_FOR_SKU, sale.sku)
             await conn.execute(SEED_INVENTORY, sale.sku, sale.stock)
+            # Before the commit makes the new stock visible: no buyer of it may meet the last sale's mark.
+            await self.sold_out.reopen(conn, sale.sku)
 
     async def place_order(self, command: PlaceOrder, *, idempotency_key: str | None) -> OrderReply:
         key = self._checked_key(idempotency_key)
         self._check_quantity(command)
-        with self.gate.admit():
+        # Before admission: a buyer the gate turns away costs one Redis round trip, not an order slot.
+        verdict = await self.sold_out.check(command, key=key)
+        if verdict is GateVerdict.SOLD_OUT:
+            return _problem_reply(OutOfStock(command.sku))
+        with self.admission.admit():
             replay = await idempotency.claim(self.pool, key=key, command=command, policy=self.policy)
             if replay is not None:
                 return replay
-            try:
-                return await self._checkout(command, key=key)
-            except BaseException:
-                await asyncio.shield(idempotency.release(self.pool, key=key, command=command))
-                raise
+            outcome = await self._checkout_or_release(command, key=key)
+            # Not after the gate's Redis failed for this order: waiting on it again only adds latency.
+            if not outcome.placed and verdict is GateVerdict.OPEN:
+                await self.sold_out.remember_if_sold_out(command.sku)
+            return outcome.answer
 
     async def find_order(self, order_id: UUID) -> OrderRecord | None:
         return await store.find_order(self.pool, order_id)
@@ -138,7 +158,14 @@ class HardenedOrderFlow:
         row = await self.pool.fetchrow(STOCK, sku)
         return StockLevel(**dict(row)) if row else None
 
-    async def _checkout(self, command: PlaceOrder, *, key: str) -> OrderReply:
+    async def _checkout_or_release(self, command: PlaceOrder, *, key: str) -> CheckedOut:
+        try:
+            return await self._checkout(command, key=key)
+        except BaseException:
+            await asyncio.shield(idempotency.release(self.pool, key=key, command=command))
+            raise
+
+    async def _checkout(self, command: PlaceOrder, *, key: str) -> CheckedOut:
         """Decrement, order, outbox row and stored reply in one statement, hence one transaction.
         No other service is called. One statement rather than a ``BEGIN … COMMIT`` block because the
         product row stays locked from the decrement to the commit: here that is one server-side
@@ -161,7 +188,7 @@ class HardenedOrderFlow:
             json.dumps(sold_out.body),
             key,
         )
-        return created if placed else sold_out
+        return CheckedOut(placed=placed, answer=created if placed else sold_out)
 
     def _event(self, order: OrderRecord) -> OrderPlaced:
         return OrderPlaced(

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaProducer
 from services.orders import store
 from services.orders.clients import InventoryClient, PaymentGatewayClient
 from services.orders.errors import QuantityTooLarge, UnknownSku
-from services.orders.events import OrderPlaced, message_headers
+from services.orders.events import OrderPlaced, message_headers, topic_end_offsets
 from services.orders.ports import FlashSale, OrderRecord, OrderReply, PlaceOrder, StockLevel
 from services.orders.settings import OrdersSettings
 
@@ -46,9 +46,10 @@ class NaiveOrderFlow:
     settings: OrdersSettings
 
     async def open_sale(self, sale: FlashSale) -> None:
+        event_offsets = await topic_end_offsets(self.settings, [self.settings.orders_naive_topic])
         await self.inventory.set_stock(sku=sale.sku, available=sale.stock)
         async with self.pool.acquire() as conn, conn.transaction():
-            await store.reset_sale(conn, sale)
+            await store.reset_sale(conn, sale, event_offsets=event_offsets)
 
     async def place_order(self, command: PlaceOrder, *, idempotency_key: str | None) -> OrderReply:
         # idempotency_key is deliberately ignored: that is the flaw.

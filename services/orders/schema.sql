@@ -2,11 +2,16 @@
 -- Idempotent: applied at every start.
 
 CREATE TABLE IF NOT EXISTS flash_sales (
-    sku         text PRIMARY KEY,
-    stock       integer NOT NULL CHECK (stock >= 0),
-    price_cents integer NOT NULL CHECK (price_cents >= 0),
-    opened_at   timestamptz NOT NULL DEFAULT now()
+    sku           text PRIMARY KEY,
+    stock         integer NOT NULL CHECK (stock >= 0),
+    price_cents   integer NOT NULL CHECK (price_cents >= 0),
+    opened_at     timestamptz NOT NULL DEFAULT now(),
+    -- Where the variant's topics ended when the sale opened, {"topic": {"partition": offset}}: the
+    -- audit reads from there, not from the beginning. NULL when the broker did not answer.
+    event_offsets jsonb
 );
+-- Labs whose tables predate the column.
+ALTER TABLE flash_sales ADD COLUMN IF NOT EXISTS event_offsets jsonb;
 
 -- The hardened variant's stock; the naive variant asks the inventory service instead.
 CREATE TABLE IF NOT EXISTS inventory (

@@ -53,6 +53,14 @@ class OrdersSettings(CoreSettings):
     # Admission control: orders in flight per process; beyond it → 429 with Retry-After.
     orders_max_in_flight: int = Field(default=64, ge=1)
     orders_retry_after_s: int = Field(default=1, ge=1)
+    # Sold-out gate (ADR 0304): once PostgreSQL has found a sale sold out, Redis remembers it and
+    # later buyers get 409 without a PostgreSQL transaction. Off: every order asks PostgreSQL.
+    orders_sold_out_gate: bool = True
+    # Every wait on the gate's Redis is bounded by this; a slower or failed Redis skips the gate.
+    orders_sold_out_gate_timeout_ms: int = Field(default=50, ge=1)
+    # How long Redis keeps a sale's gate: a safety net, should stock ever come back some other way
+    # than by opening the sale again. A sale that sells out later than this is simply not gated.
+    orders_sold_out_gate_ttl_s: float = Field(default=3_600.0, gt=0)
 
     # --- outbox relay ---------------------------------------------------------------------------
     orders_relay_batch_size: int = Field(default=500, ge=1)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from uuid import UUID
 
 import asyncpg
 
+from services.orders.events import TopicOffsets
 from services.orders.ports import FlashSale, OrderRecord
 
 UPSERT_SALE = """
-INSERT INTO flash_sales (sku, stock, price_cents) VALUES ($1, $2, $3)
+INSERT INTO flash_sales (sku, stock, price_cents, event_offsets) VALUES ($1, $2, $3, $4::jsonb)
 ON CONFLICT (sku) DO UPDATE SET stock = EXCLUDED.stock, price_cents = EXCLUDED.price_cents,
-                                opened_at = now()
+                                opened_at = now(), event_offsets = EXCLUDED.event_offsets
 """
 DELETE_SALE_ORDERS = """
 WITH gone AS (DELETE FROM orders WHERE sku = $1 RETURNING order_id)
@@ -31,10 +33,14 @@ SELECT order_id, sku, customer_id, quantity, amount_cents, status FROM orders WH
 """
 
 
-async def reset_sale(conn: asyncpg.Connection, sale: FlashSale) -> None:
-    """Forget the sale's previous orders and seed it afresh (one transaction, the caller's)."""
+async def reset_sale(
+    conn: asyncpg.Connection, sale: FlashSale, *, event_offsets: TopicOffsets | None
+) -> None:
+    """Forget the sale's previous orders and seed it afresh (one transaction, the caller's).
+    ``event_offsets``: where the variant's topics ended before this transaction (for the audit)."""
     await conn.execute(DELETE_SALE_ORDERS, sale.sku)
-    await conn.execute(UPSERT_SALE, sale.sku, sale.stock, sale.price_cents)
+    offsets = json.dumps(event_offsets) if event_offsets is not None else None
+    await conn.execute(UPSERT_SALE, sale.sku, sale.stock, sale.price_cents, offsets)
 
 
 async def find_sale(conn: asyncpg.Connection | asyncpg.Pool, sku: str) -> FlashSale | None:

@@ -6,16 +6,14 @@ The two variants differ only here, in which limiter the guard is given.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from services.core.app import build_app
 from services.core.health import register_health_check
-from services.core.resources import redis_check
+from services.core.resources import open_bounded_redis, redis_check
 from services.ratelimit import api
 from services.ratelimit.hardened import FailurePolicy, RedisSlidingWindow
 from services.ratelimit.limiter import RateLimitGuard
@@ -37,25 +35,9 @@ async def wire_hardened(app: FastAPI, settings: RateLimitSettings, stack: AsyncE
     return FailurePolicy(window, on_error=settings.ratelimit_on_redis_error)
 
 
-@asynccontextmanager
-async def limiter_redis(settings: RateLimitSettings) -> AsyncIterator[aioredis.Redis]:
-    """A client whose every wait is bounded by the limiter's budget: no retries (a retry would
-    spend the budget twice), and a pool that waits for a free connection no longer than a check may."""
-    budget_s = settings.ratelimit_redis_timeout_ms / 1000
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=settings.redis_max_connections,
-        timeout=budget_s,
-        socket_timeout=budget_s,
-        socket_connect_timeout=budget_s,
-        retry=Retry(NoBackoff(), 0),
-    )
-    client = aioredis.Redis(connection_pool=pool)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-        await pool.aclose()
+def limiter_redis(settings: RateLimitSettings) -> AbstractAsyncContextManager[aioredis.Redis]:
+    """A client whose every wait is bounded by the limiter's budget."""
+    return open_bounded_redis(settings, budget_s=settings.ratelimit_redis_timeout_ms / 1000)
 
 
 VARIANTS: dict[str, WireLimiter] = {"naive": wire_naive, "hardened": wire_hardened}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -21,12 +21,6 @@ def lab(
     env = {**infra.as_env(), "LAB_INVENTORY_DELAY_MS": "0"}
     with run_orders_lab(request.param, env=env, log_dir=tmp_path_factory.mktemp("orders")) as running:
         yield running
-
-
-@pytest.fixture
-async def client(lab: OrdersLab) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=lab.orders.url, timeout=10) as client:
-        yield client
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import asyncpg
 import httpx
@@ -29,12 +29,6 @@ def lab(infra: InfraEndpoints, tmp_path_factory: pytest.TempPathFactory) -> Iter
     }
     with run_orders_lab("hardened", env=env, log_dir=tmp_path_factory.mktemp("orders-idem")) as running:
         yield running
-
-
-@pytest.fixture
-async def client(lab: OrdersLab) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=lab.orders.url, timeout=10) as client:
-        yield client
 
 
 @pytest.fixture

@@ -7,11 +7,9 @@ Each test gets its own Valkey server, so killing it disturbs nobody else.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,52 +17,14 @@ import pytest
 
 from services.lab import processes
 from services.lab.infra import InfraEndpoints
-from services.lab.infra.embedded import valkey_server_bin
-from services.lab.processes import ProcessRecord
 from tests.support.ratelimit import RESOURCE, run_limiter
+from tests.support.valkey import OwnRedis
 
 pytestmark = pytest.mark.integration
 
 BUDGET_MS = 50
 # What a request may take beyond the budget on a busy 2-core machine: HTTP, the event loop, the test client.
 MARGIN_S = 0.5
-
-
-@dataclasses.dataclass
-class OwnRedis:
-    port: int
-    log_dir: Path
-    record: ProcessRecord | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        argv = (str(valkey_server_bin()), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "")
-        self.record = processes.spawn(
-            "valkey", argv, log_path=self.log_dir / "valkey.log", env=dict(os.environ), port=self.port
-        )
-        assert processes.wait_for(lambda: not processes.port_is_free("127.0.0.1", self.port), timeout_s=10)
-
-    def signal(self, sig: int) -> None:
-        assert self.record is not None
-        processes.send_signal(self.record, sig)
-
-    def kill(self) -> None:
-        assert self.record is not None
-        processes.stop(dataclasses.replace(self.record, stop_signal=signal.SIGKILL), timeout_s=5)
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(port=processes.free_port(), log_dir=tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.signal(signal.SIGCONT)
-        server.kill()
 
 
 def _limiter(own_redis: OwnRedis, infra: InfraEndpoints, tmp_path: Path, on_error: str, limit: int = 3):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -148,3 +149,10 @@ def fresh_topics() -> dict[str, str]:
         "LAB_ORDERS_NAIVE_TOPIC": f"orders.naive.events.{unique}",
         "LAB_ORDERS_CONSUMER_GROUP_PREFIX": f"orders-{unique}",
     }
+
+
+async def metric(client: httpx.AsyncClient, series: str) -> float:
+    """One series of the service's ``/metrics`` (``name`` or ``name{label="value"}``); 0 when absent."""
+    text = (await client.get("/metrics")).text
+    found = re.findall(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
+    return float(found[0]) if found else 0.0

@@ -13,6 +13,7 @@ from services.orders.errors import (
     NotAuthorized,
     OutOfStock,
     Overloaded,
+    SoldOutGateUnavailable,
     UnknownSku,
     to_problem,
 )
@@ -34,6 +35,7 @@ from services.orders.settings import OrdersSettings, schema_for
         (IdempotencyKeyInFlight(), 409, "idempotency-key-in-flight"),
         (Overloaded(), 429, "overloaded"),
         (NotAuthorized(), 401, "unauthorized"),
+        (SoldOutGateUnavailable("s"), 503, "sold-out-gate-unavailable"),
     ],
 )
 def test_domain_errors_map_to_their_problem(error: Exception, status: int, kind: str) -> None:
