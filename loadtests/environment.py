@@ -11,7 +11,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.lab.infra import InfraEndpoints
 from services.lab.settings import LabSettings
@@ -107,3 +109,14 @@ def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
 def infra_pids(state_dir: Path) -> list[int]:
     records = LabState.load(state_dir).processes
     return [records[name].pid for name in ("postgres", "redis") if name in records]
+
+
+def counter(url: str, name: str) -> float:
+    """A Prometheus counter of the service at ``url``, every label set added up; 0 when absent."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == f"{name}_total"
+    )

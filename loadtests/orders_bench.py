@@ -31,7 +31,7 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer
 
-from loadtests.environment import machine_info, private_infra
+from loadtests.environment import counter, machine_info, private_infra
 from loadtests.locust_runner import LoadSummary, run_locust
 from services.lab.standalone import ServedApp, run_worker, serve_app
 from services.orders.audit import audit_sale, audit_when_settled
@@ -242,7 +242,9 @@ def bench_case(
         load, hot = hot_sku(url, users=64, duration_s=5 if quick else 15, out_dir=case_dir / "locust")
         created = asyncio.run(audit_sale(settings, variant=variant, sku=hot)).orders_committed
         sku = f"flash-{uuid.uuid4().hex[:8]}"
+        gated_before = counter(url, "orders_sold_out_gate")
         sale = flash_sale(url, sku=sku, stock=100, buyers=2000, timeout_s=2.0, out_dir=case_dir / "flash")
+        gated = counter(url, "orders_sold_out_gate") - gated_before
         audit = asyncio.run(_settled_audit(settings, variant=variant, sku=sku))
     hot_summary = {
         "created_per_s": round(created / load.duration_s, 1),
@@ -258,6 +260,7 @@ def bench_case(
         "p50_ms": sale.p50_ms,
         "p99_ms": sale.p99_ms,
         "locust_saturated": sale.locust_saturated,
+        "sold_out_gate_answers": int(gated),
     }
     return {
         "variant": variant,
@@ -297,9 +300,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Flash sale (100 units, 2,000 Locust buyers spawned within ~1 s, 2 s timeout, one retry)",
         "",
-        "| variant | locking | p50 ms | p99 ms | requests | timeouts (failures) | sold | oversold "
-        "| multi-order customers | double-charged customers | events lost |",
-        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| variant | locking | p50 ms | p99 ms | requests | timeouts (failures) | answered by the "
+        "sold-out gate | sold | oversold | multi-order customers | double-charged customers | events lost |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [_sale_row(case) for case in report["cases"]]
     relay = report["relay"]
@@ -331,6 +334,7 @@ def _sale_row(case: dict[str, Any]) -> str:
         sale["p99_ms"],
         sale["requests"],
         sale["failures"],
+        sale.get("sold_out_gate_answers", "-"),
     ]
     keys = ("units_sold", "oversold_units", "customers_with_multiple_orders")
     cells += [audit.get(key) for key in (*keys, "customers_charged_more_than_once", "events_lost")]

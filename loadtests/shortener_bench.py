@@ -37,9 +37,15 @@ from typing import Any
 
 import asyncpg
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
-from loadtests.environment import cpu_between, family_cpu_s, infra_pids, machine_info, private_infra
+from loadtests.environment import (
+    counter,
+    cpu_between,
+    family_cpu_s,
+    infra_pids,
+    machine_info,
+    private_infra,
+)
 from loadtests.locust_runner import LoadSummary, run_locust
 from services.lab.infra import InfraEndpoints
 from services.lab.standalone import ServedApp, serve_app
@@ -126,16 +132,6 @@ def warm(url: str, codes: list[str]) -> None:
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(visit, [codes[i::8] for i in range(8)]))
-
-
-def counter(url: str, name: str) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == f"{name}_total"
-    )
 
 
 # -- the runs ------------------------------------------------------------------------------------
