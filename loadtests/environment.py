@@ -113,7 +113,7 @@ def infra_pids(state_dir: Path) -> list[int]:
 
 def counter(url: str, name: str) -> float:
     """A Prometheus counter of the service at ``url``, every label set added up; 0 when absent."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
+    text = httpx.get(f"{url}/metrics", timeout=30).text  # a service may still be busy after a run
     return sum(
         sample.value
         for family in text_string_to_metric_families(text)
