@@ -63,12 +63,14 @@ class InventoryPublic(BaseModel):
     available: int
 
 
-def get_flow(request: Request) -> OrderFlow:
+# async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a thread hand-off
+# (and a wait for one of the pool's 40 threads under a spike) for what is an attribute read.
+async def get_flow(request: Request) -> OrderFlow:
     flow: OrderFlow = request.app.state.flow
     return flow
 
 
-def get_settings(request: Request) -> OrdersSettings:
+async def get_settings(request: Request) -> OrdersSettings:
     settings: OrdersSettings = request.app.state.settings
     return settings
 
@@ -77,7 +79,7 @@ FlowDep = Annotated[OrderFlow, Depends(get_flow)]
 SettingsDep = Annotated[OrdersSettings, Depends(get_settings)]
 
 
-def require_admin(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> None:
+async def require_admin(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> None:
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
     scheme, _, given = (authorization or "").partition(" ")
     if not token or scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):

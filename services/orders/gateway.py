@@ -48,7 +48,9 @@ class ChargeCreate(BaseModel):
     currency: Annotated[StrictStr, Field(min_length=3, max_length=3)]
 
 
-def get_pool(request: Request) -> asyncpg.Pool:
+# async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a thread hand-off
+# (and a wait for one of the pool's 40 threads under a spike) for what is an attribute read.
+async def get_pool(request: Request) -> asyncpg.Pool:
     return request.app.state.pool
 
 

@@ -46,7 +46,9 @@ class ReservationCreate(BaseModel):
     quantity: StrictInt = Field(ge=1)
 
 
-def get_pool(request: Request) -> asyncpg.Pool:
+# async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a thread hand-off
+# (and a wait for one of the pool's 40 threads under a spike) for what is an attribute read.
+async def get_pool(request: Request) -> asyncpg.Pool:
     return request.app.state.pool
 
 
