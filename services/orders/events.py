@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from services.orders.ports import OrderRecord
 from services.orders.settings import OrdersSettings
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,18 @@ class OrderPlaced:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def of(cls, order: OrderRecord, *, currency: str) -> OrderPlaced:
+        """The event of a committed order: what both variants publish, each in its own way."""
+        return cls(
+            order_id=str(order.order_id),
+            sku=order.sku,
+            customer_id=order.customer_id,
+            quantity=order.quantity,
+            amount_cents=order.amount_cents,
+            currency=currency,
+        )
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> OrderPlaced:

@@ -183,22 +183,12 @@ class HardenedOrderFlow:
             order.quantity,
             order.customer_id,
             order.amount_cents,
-            self._event(order).to_json(),
+            OrderPlaced.of(order, currency=self.settings.orders_currency).to_json(),
             json.dumps(created.body),
             json.dumps(sold_out.body),
             key,
         )
         return CheckedOut(placed=placed, answer=created if placed else sold_out)
-
-    def _event(self, order: OrderRecord) -> OrderPlaced:
-        return OrderPlaced(
-            order_id=str(order.order_id),
-            sku=order.sku,
-            customer_id=order.customer_id,
-            quantity=order.quantity,
-            amount_cents=order.amount_cents,
-            currency=self.settings.orders_currency,
-        )
 
     def _checked_key(self, key: str | None) -> str:
         if key is None:

@@ -92,7 +92,7 @@ class NaiveOrderFlow:
 
     async def _publish(self, order: OrderRecord) -> None:
         """After the commit: a failure here loses the event for good (the dual write)."""
-        event = _order_placed(order, currency=self.settings.orders_currency)
+        event = OrderPlaced.of(order, currency=self.settings.orders_currency)
         try:
             await asyncio.wait_for(
                 self.producer.send_and_wait(
@@ -105,14 +105,3 @@ class NaiveOrderFlow:
             )
         except Exception as exc:  # the order is committed; the event is simply gone
             logger.warning("event_lost order_id=%s error=%s", event.order_id, type(exc).__name__)
-
-
-def _order_placed(order: OrderRecord, *, currency: str) -> OrderPlaced:
-    return OrderPlaced(
-        order_id=str(order.order_id),
-        sku=order.sku,
-        customer_id=order.customer_id,
-        quantity=order.quantity,
-        amount_cents=order.amount_cents,
-        currency=currency,
-    )
