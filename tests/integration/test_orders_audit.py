@@ -11,8 +11,7 @@ import pytest
 
 from services.lab.infra import InfraEndpoints
 from services.orders.audit import audit_sale, read_topic, sale_start_offsets
-from services.orders.settings import OrdersSettings
-from tests.support.orders import fresh_topics, open_sale, place_order, run_orders_lab
+from tests.support.orders import fresh_topics, open_sale, place_order, run_orders_lab, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -27,9 +26,7 @@ async def test_the_audit_of_a_sale_reads_none_of_an_earlier_sales_events(
 ) -> None:
     env = {**infra.as_env(), **fresh_topics(), "LAB_INVENTORY_DELAY_MS": "0"}
     topic = env["LAB_ORDERS_NAIVE_TOPIC"]
-    settings = OrdersSettings(
-        postgres_url=infra.postgres_url, kafka_bootstrap=infra.kafka_bootstrap, orders_naive_topic=topic
-    )
+    settings = settings_for(env)
     sku = f"audit-{uuid.uuid4().hex[:8]}"
     # The naive service publishes before it answers, so every event is on the topic once answered.
     with run_orders_lab("naive", env=env, log_dir=tmp_path) as lab:

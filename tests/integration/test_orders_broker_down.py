@@ -19,7 +19,15 @@ import pytest
 from services.lab.infra import InfraEndpoints
 from services.orders.audit import SaleAudit, audit_sale
 from services.orders.settings import OrdersSettings
-from tests.support.orders import fresh_topics, open_sale, place_order, run_orders_lab, run_worker, wait_until
+from tests.support.orders import (
+    fresh_topics,
+    open_sale,
+    place_order,
+    run_orders_lab,
+    run_worker,
+    settings_for,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -72,12 +80,7 @@ async def test_an_outage_of_the_broker_loses_naive_events_and_delays_hardened_on
         "LAB_KAFKA_REQUEST_TIMEOUT_MS": "1000",
         "LAB_INVENTORY_DELAY_MS": "0",
     }
-    settings = OrdersSettings(
-        postgres_url=infra.postgres_url,
-        kafka_bootstrap=infra.kafka_bootstrap,
-        orders_topic=env["LAB_ORDERS_TOPIC"],
-        orders_naive_topic=env["LAB_ORDERS_NAIVE_TOPIC"],
-    )
+    settings = settings_for(env)
     sku = f"outage-{unique}"
     with ExitStack() as stack:
         naive = stack.enter_context(run_orders_lab("naive", env=env, log_dir=tmp_path / "naive"))

@@ -16,7 +16,6 @@ import pytest
 from services.lab import processes
 from services.lab.infra import InfraEndpoints
 from services.orders.audit import SaleAudit, audit_sale
-from services.orders.settings import OrdersSettings
 from tests.support.orders import (
     OrdersLab,
     fresh_topics,
@@ -24,6 +23,7 @@ from tests.support.orders import (
     place_order,
     run_orders_lab,
     run_worker,
+    settings_for,
     wait_until,
 )
 
@@ -41,15 +41,6 @@ def env(infra: InfraEndpoints) -> dict[str, str]:
         **fresh_topics(),
         "LAB_ORDERS_CONSUMER_RETRY_BACKOFF_S": "0.05",
     }
-
-
-def settings_for(env: dict[str, str]) -> OrdersSettings:
-    return OrdersSettings(
-        postgres_url=env["LAB_POSTGRES_URL"],
-        kafka_bootstrap=env["LAB_KAFKA_BOOTSTRAP"],
-        orders_topic=env["LAB_ORDERS_TOPIC"],
-        orders_dlq_topic=env["LAB_ORDERS_DLQ_TOPIC"],
-    )
 
 
 @contextmanager

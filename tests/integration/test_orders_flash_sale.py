@@ -22,7 +22,15 @@ import pytest
 from services.lab.infra import InfraEndpoints
 from services.orders.audit import SaleAudit, audit_sale
 from services.orders.settings import OrdersSettings
-from tests.support.orders import flash_sale, fresh_topics, open_sale, run_orders_lab, run_worker, wait_until
+from tests.support.orders import (
+    flash_sale,
+    fresh_topics,
+    open_sale,
+    run_orders_lab,
+    run_worker,
+    settings_for,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -48,16 +56,6 @@ def env(infra: InfraEndpoints) -> dict[str, str]:
         **PROFILE_ENV,
         **fresh_topics(),
     }
-
-
-def settings_for(env: dict[str, str]) -> OrdersSettings:
-    return OrdersSettings(
-        postgres_url=env["LAB_POSTGRES_URL"],
-        kafka_bootstrap=env["LAB_KAFKA_BOOTSTRAP"],
-        orders_topic=env["LAB_ORDERS_TOPIC"],
-        orders_dlq_topic=env["LAB_ORDERS_DLQ_TOPIC"],
-        orders_naive_topic=env["LAB_ORDERS_NAIVE_TOPIC"],
-    )
 
 
 async def run_sale(base_url: str, sku: str) -> None:

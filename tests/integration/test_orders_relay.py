@@ -16,7 +16,7 @@ from services.lab import processes
 from services.lab.infra import InfraEndpoints
 from services.orders.audit import read_topic
 from services.orders.settings import OrdersSettings
-from tests.support.orders import fresh_topics, run_worker, wait_until
+from tests.support.orders import fresh_topics, run_worker, settings_for, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -49,10 +49,6 @@ async def ensure_schema(infra: InfraEndpoints) -> None:
     settings = OrdersSettings(postgres_url=infra.postgres_url)
     async with open_postgres_pool(settings, schema="orders_hardened") as pool:
         await apply_schema(pool, read_resource("services.orders", "schema.sql"))
-
-
-def settings_for(env: dict[str, str]) -> OrdersSettings:
-    return OrdersSettings(kafka_bootstrap=env["LAB_KAFKA_BOOTSTRAP"], orders_topic=env["LAB_ORDERS_TOPIC"])
 
 
 async def published_ids(env: dict[str, str]) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from services.lab.standalone import run_worker
+from services.orders.settings import OrdersSettings
 from tests.support.servers import RunningApp, run_app
 
 __all__ = ["run_worker"]  # the tests import it from here, next to the other orders helpers
@@ -137,6 +138,18 @@ async def wait_until(predicate: Any, *, timeout_s: float, interval_s: float = 0.
         if asyncio.get_running_loop().time() > deadline:
             return False
         await asyncio.sleep(interval_s)
+
+
+def settings_for(env: Mapping[str, str]) -> OrdersSettings:
+    """What an audit or a reader needs of the settings of services started with ``env``: the
+    servers, and the test's own topics (:func:`fresh_topics`)."""
+    return OrdersSettings(
+        postgres_url=env["LAB_POSTGRES_URL"],
+        kafka_bootstrap=env["LAB_KAFKA_BOOTSTRAP"],
+        orders_topic=env["LAB_ORDERS_TOPIC"],
+        orders_dlq_topic=env["LAB_ORDERS_DLQ_TOPIC"],
+        orders_naive_topic=env["LAB_ORDERS_NAIVE_TOPIC"],
+    )
 
 
 def fresh_topics() -> dict[str, str]:
