@@ -113,10 +113,16 @@ def infra_pids(state_dir: Path) -> list[int]:
 
 def counter(url: str, name: str) -> float:
     """A Prometheus counter of the service at ``url``, every label set added up; 0 when absent."""
+    return sum(counter_by(url, name, label=None).values())
+
+
+def counter_by(url: str, name: str, *, label: str | None) -> dict[str, float]:
+    """The same counter added up per value of ``label`` (``None``: all under one key, ``""``)."""
     text = httpx.get(f"{url}/metrics", timeout=30).text  # a service may still be busy after a run
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == f"{name}_total"
-    )
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == f"{name}_total":
+                key = sample.labels[label] if label else ""
+                totals[key] = totals.get(key, 0.0) + sample.value
+    return totals

@@ -38,6 +38,7 @@ from aiokafka import AIOKafkaConsumer
 
 from loadtests.environment import counter, machine_info, private_infra
 from loadtests.locust_runner import LoadSummary, run_locust
+from loadtests.markdown import table_row
 from services.lab.standalone import ServedApp, run_worker, serve_app
 from services.orders.audit import audit_sale, audit_when_settled
 from services.orders.events import ensure_topics
@@ -335,7 +336,7 @@ def _hot_row(case: dict[str, Any]) -> str:
     hot = case["hot_sku"]
     cells = [case["variant"], case["locking"], hot["created_per_s"], hot["answers_per_s"], hot["p50_ms"]]
     cells += [hot["p99_ms"], hot["failures"], hot["locust_saturated"]]
-    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+    return table_row(cells)
 
 
 def _sale_row(case: dict[str, Any]) -> str:
@@ -351,7 +352,7 @@ def _sale_row(case: dict[str, Any]) -> str:
     ]
     keys = ("units_sold", "oversold_units", "customers_with_multiple_orders")
     cells += [audit.get(key) for key in (*keys, "customers_charged_more_than_once", "events_lost")]
-    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+    return table_row(cells)
 
 
 def _lag_lines(lag: dict[str, Any] | None) -> list[str]:

@@ -24,13 +24,12 @@ from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
 from typing import Any
 
-import httpx
 import redis.asyncio as aioredis
 from fastapi import FastAPI
-from prometheus_client.parser import text_string_to_metric_families
 
-from loadtests.environment import cpu_between, family_cpu_s, machine_info, private_infra
+from loadtests.environment import counter_by, cpu_between, family_cpu_s, machine_info, private_infra
 from loadtests.locust_runner import run_locust
+from loadtests.markdown import table_row
 from services.core.health import register_health_check
 from services.core.resources import redis_check
 from services.lab.infra import InfraEndpoints
@@ -141,13 +140,7 @@ def _one_http_run(app: ServedApp, *, users: int, duration_s: int) -> dict[str, f
 
 def decisions(url: str) -> dict[str, int]:
     """The service's ``ratelimit_decisions_total`` by outcome, all policies together."""
-    counts: dict[str, int] = {}
-    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
-        for sample in family.samples:
-            if sample.name == "ratelimit_decisions_total":
-                outcome = sample.labels["outcome"]
-                counts[outcome] = counts.get(outcome, 0) + int(sample.value)
-    return counts
+    return {outcome: int(n) for outcome, n in counter_by(url, "ratelimit_decisions", label="outcome").items()}
 
 
 def http_ratios(runs: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
@@ -343,16 +336,18 @@ def render_markdown(result: dict[str, Any]) -> str:
     ]
     for name, row in result["http"].items():
         lines.append(
-            _table_row(
-                name,
-                row["throughput_rps"],
-                row["p50_ms"],
-                row["p99_ms"],
-                f"{row['refused_percent']}%",
-                f"{row['degraded_percent']}%",
-                row["app_cpu_us_per_request"],
-                row["ratio_to_floor"],
-                row["cpu_ratio_to_floor"],
+            table_row(
+                (
+                    name,
+                    row["throughput_rps"],
+                    row["p50_ms"],
+                    row["p99_ms"],
+                    f"{row['refused_percent']}%",
+                    f"{row['degraded_percent']}%",
+                    row["app_cpu_us_per_request"],
+                    row["ratio_to_floor"],
+                    row["cpu_ratio_to_floor"],
+                )
             )
         )
     lines += [
@@ -374,7 +369,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         for name, row in result["http"].items():
             run = row["runs"][round_number]
             cpu = run["app_cpu_us_per_request"]
-            lines.append(_table_row(round_number + 1, name, run["throughput_rps"], run["p99_ms"], cpu))
+            lines.append(table_row((round_number + 1, name, run["throughput_rps"], run["p99_ms"], cpu)))
     lines += [
         "",
         f"## Against the `limits` library ({PEER_CHECKS:,} checks, {PEER_CONCURRENCY} concurrent, "
@@ -404,13 +399,9 @@ def render_markdown(result: dict[str, Any]) -> str:
     for name, row in result["accuracy"].items():
         wrong = f"{row['wrong_percent']}%"
         lines.append(
-            _table_row(name, row["decisions"], row["wrongly_admitted"], row["wrongly_refused"], wrong)
+            table_row((name, row["decisions"], row["wrongly_admitted"], row["wrongly_refused"], wrong))
         )
     return "\n".join(lines) + "\n"
-
-
-def _table_row(*cells: object) -> str:
-    return "| " + " | ".join(map(str, cells)) + " |"
 
 
 def main() -> None:

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from loadtests.markdown import table_row
+
 COLORS = {"naive": "#d62728", "hardened": "#2ca02c"}
 FALLBACK_COLORS = ("#1f77b4", "#ff7f0e", "#9467bd")
 
@@ -76,9 +78,9 @@ def _percentiles(load: dict[str, Any]) -> str:
 
 def _table(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> list[str]:
     return [
-        "| " + " | ".join(map(str, header)) + " |",
+        table_row(header),
         "|" + "---|" * len(header),
-        *("| " + " | ".join(map(str, row)) + " |" for row in rows),
+        *(table_row(row) for row in rows),
     ]
 
 

@@ -32,6 +32,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from loadtests.environment import (
     private_infra,
 )
 from loadtests.locust_runner import LoadSummary, run_locust
+from loadtests.markdown import table_row
 from services.lab.infra import InfraEndpoints
 from services.lab.standalone import ServedApp, serve_app
 
@@ -64,14 +66,33 @@ TARGETS: dict[str, tuple[str, str, dict[str, str]]] = {
         {"LAB_SHORTENER_HOT_CACHE_TTL_MS": "1000", "LAB_SHORTENER_CLICK_TALLY_MS": "100"},
     ),
 }
-GOALS = {
-    "zipf_vs_naive": 3.0,
-    "zipf_vs_ceiling": 0.8,
-    "viral_vs_naive": 5.0,
-    "creates_vs_naive": 1.5,
-    "hot_zipf_vs_naive": 3.0,
-    "hot_zipf_vs_ceiling": 0.8,
-    "hot_viral_vs_naive": 5.0,
+
+
+@dataclass(frozen=True)
+class Question:
+    """Is ``target`` at least ``goal`` times ``baseline`` in ``profile``?"""
+
+    label: str
+    profile: str
+    target: str
+    baseline: str
+    goal: float
+
+
+QUESTIONS = {
+    "zipf_vs_naive": Question("Zipf redirects, hardened / naive", "zipf", "hardened", "naive", 3.0),
+    "zipf_vs_ceiling": Question("Zipf redirects, hardened / ceiling", "zipf", "hardened", "ceiling", 0.8),
+    "viral_vs_naive": Question("one viral link, hardened / naive", "viral", "hardened", "naive", 5.0),
+    "creates_vs_naive": Question("creates, hardened / naive", "creates", "hardened", "naive", 1.5),
+    "hot_zipf_vs_naive": Question(
+        "Zipf redirects, hardened-hot / naive", "zipf", "hardened-hot", "naive", 3.0
+    ),
+    "hot_zipf_vs_ceiling": Question(
+        "Zipf redirects, hardened-hot / ceiling", "zipf", "hardened-hot", "ceiling", 0.8
+    ),
+    "hot_viral_vs_naive": Question(
+        "one viral link, hardened-hot / naive", "viral", "hardened-hot", "naive", 5.0
+    ),
 }
 # (profile, target) in run order: interleaved so slow drift of a shared machine hits both variants alike.
 ROUND = [
@@ -209,7 +230,22 @@ def _one_run(
     return row
 
 
-def cpu_ratios(results: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[str, float]:
+Results = dict[tuple[str, str], list[dict[str, Any]]]
+
+
+def ratios(results: Results) -> dict[str, float]:
+    """Each question asked of throughput: the target's mean requests per second over the baseline's."""
+
+    def rps(profile: str, name: str) -> float:
+        runs = results[(profile, name)]
+        return float(sum(run["throughput_rps"] for run in runs)) / len(runs)
+
+    return {
+        key: round(rps(q.profile, q.target) / rps(q.profile, q.baseline), 2) for key, q in QUESTIONS.items()
+    }
+
+
+def cpu_ratios(results: Results) -> dict[str, float]:
     """The same questions asked of CPU spent per request (app + PostgreSQL + Valkey), which other
     load on a shared machine disturbs far less than throughput: how many times cheaper a request is."""
 
@@ -219,43 +255,11 @@ def cpu_ratios(results: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[str
         return max(float(sum(per_run)) / len(per_run), 1.0)
 
     return {
-        "zipf_vs_naive": round(cost("zipf", "naive") / cost("zipf", "hardened"), 2),
-        "zipf_vs_ceiling": round(cost("zipf", "ceiling") / cost("zipf", "hardened"), 2),
-        "viral_vs_naive": round(cost("viral", "naive") / cost("viral", "hardened"), 2),
-        "creates_vs_naive": round(cost("creates", "naive") / cost("creates", "hardened"), 2),
-        "hot_zipf_vs_naive": round(cost("zipf", "naive") / cost("zipf", "hardened-hot"), 2),
-        "hot_zipf_vs_ceiling": round(cost("zipf", "ceiling") / cost("zipf", "hardened-hot"), 2),
-        "hot_viral_vs_naive": round(cost("viral", "naive") / cost("viral", "hardened-hot"), 2),
-    }
-
-
-def ratios(results: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[str, float]:
-    def rps(profile: str, name: str) -> float:
-        runs = results[(profile, name)]
-        return float(sum(run["throughput_rps"] for run in runs)) / len(runs)
-
-    return {
-        "zipf_vs_naive": round(rps("zipf", "hardened") / rps("zipf", "naive"), 2),
-        "zipf_vs_ceiling": round(rps("zipf", "hardened") / rps("zipf", "ceiling"), 2),
-        "viral_vs_naive": round(rps("viral", "hardened") / rps("viral", "naive"), 2),
-        "creates_vs_naive": round(rps("creates", "hardened") / rps("creates", "naive"), 2),
-        "hot_zipf_vs_naive": round(rps("zipf", "hardened-hot") / rps("zipf", "naive"), 2),
-        "hot_zipf_vs_ceiling": round(rps("zipf", "hardened-hot") / rps("zipf", "ceiling"), 2),
-        "hot_viral_vs_naive": round(rps("viral", "hardened-hot") / rps("viral", "naive"), 2),
+        key: round(cost(q.profile, q.baseline) / cost(q.profile, q.target), 2) for key, q in QUESTIONS.items()
     }
 
 
 # -- report --------------------------------------------------------------------------------------
-
-RATIO_LABELS = {
-    "zipf_vs_naive": "Zipf redirects, hardened / naive",
-    "zipf_vs_ceiling": "Zipf redirects, hardened / ceiling",
-    "viral_vs_naive": "one viral link, hardened / naive",
-    "creates_vs_naive": "creates, hardened / naive",
-    "hot_zipf_vs_naive": "Zipf redirects, hardened-hot / naive",
-    "hot_zipf_vs_ceiling": "Zipf redirects, hardened-hot / ceiling",
-    "hot_viral_vs_naive": "one viral link, hardened-hot / naive",
-}
 
 
 def render_markdown(result: dict[str, Any]) -> str:
@@ -276,8 +280,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         "| question | measured | goal | met |",
         "|---|---|---|---|",
     ]
-    for key, label in RATIO_LABELS.items():
-        measured, goal = result["ratios"][key], GOALS[key]
+    for key, question in QUESTIONS.items():
+        label, measured, goal = question.label, result["ratios"][key], question.goal
         lines.append(f"| {label} | {measured} | ≥ {goal} | {'yes' if measured >= goal else 'no'} |")
     lines += [
         "",
@@ -291,8 +295,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         "| question | measured | goal |",
         "|---|---|---|",
     ]
-    for key, label in RATIO_LABELS.items():
-        lines.append(f"| {label} | {result['cpu_ratios'][key]} | ≥ {GOALS[key]} |")
+    for key, question in QUESTIONS.items():
+        lines.append(f"| {question.label} | {result['cpu_ratios'][key]} | ≥ {question.goal} |")
     lines += [
         "",
         "## Runs, in the order they ran",
@@ -315,7 +319,7 @@ def render_markdown(result: dict[str, Any]) -> str:
             run["servers_cpu_us_per_request"],
             f"{run['locust_cpu_percent']}{' (saturated)' if run['locust_saturated'] else ''}",
         )
-        lines.append("| " + " | ".join(map(str, cells)) + " |")
+        lines.append(table_row(cells))
     lines += ["", *NOTES]
     return "\n".join(lines) + "\n"
 
