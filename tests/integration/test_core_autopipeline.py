@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError, ResponseError
 
 from services.core.autopipeline import AutoPipeline
+from services.core.lua import LuaScript
 from services.lab import processes
 
 pytestmark = pytest.mark.integration
@@ -72,3 +73,18 @@ async def test_an_unreachable_server_fails_every_caller_of_the_batch() -> None:
         await unreachable.aclose()
     assert len(results) == 5
     assert all(isinstance(result, ConnectionError) for result in results)
+
+
+async def test_a_pipelined_script_is_loaded_again_after_redis_forgets_it(
+    redis_client: aioredis.Redis, unique_id: str
+) -> None:
+    script = LuaScript(
+        redis_client, "return redis.call('INCR', KEYS[1])", pipeline=AutoPipeline(redis_client)
+    )
+    first = await script.run((f"{unique_id}:n",), ())
+    await redis_client.script_flush()  # what a restarted Redis knows of our scripts
+
+    again = await asyncio.gather(*(script.run((f"{unique_id}:n",), ()) for _ in range(3)))
+
+    assert first == 1
+    assert sorted(again) == [2, 3, 4]
