@@ -15,9 +15,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
-from redis.typing import EncodableT
 
-from services.core.autopipeline import AutoPipeline
+from services.core.autopipeline import AutoPipeline, RedisArg
 
 
 class LuaScript:
@@ -29,14 +28,14 @@ class LuaScript:
         self._lua = lua
         self._sha = hashlib.sha1(lua.encode()).hexdigest()
 
-    async def run(self, keys: tuple[EncodableT, ...], args: tuple[EncodableT, ...]) -> Any:
+    async def run(self, keys: tuple[RedisArg, ...], args: tuple[RedisArg, ...]) -> Any:
         try:
             return await self._evalsha(keys, args)
         except NoScriptError:
             await self._redis.script_load(self._lua)
             return await self._evalsha(keys, args)
 
-    def _evalsha(self, keys: tuple[EncodableT, ...], args: tuple[EncodableT, ...]) -> Awaitable[Any]:
+    def _evalsha(self, keys: tuple[RedisArg, ...], args: tuple[RedisArg, ...]) -> Awaitable[Any]:
         if self._pipeline is not None:
             return self._pipeline.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
         return self._redis.evalsha(self._sha, len(keys), *keys, *args)

@@ -26,7 +26,13 @@ from services.orders.hardened import AdmissionGate, HardenedOrderFlow, reap_idem
 from services.orders.naive import NaiveOrderFlow
 from services.orders.ports import OrderFlow
 from services.orders.settings import OrdersSettings, schema_for
-from services.orders.soldout import NoSoldOutGate, RedisSoldOutGate, SoldOutGate, open_gate_redis
+from services.orders.soldout import (
+    NoSoldOutGate,
+    RedisSoldOutGate,
+    SoldOutGate,
+    open_gate_checks,
+    open_gate_redis,
+)
 
 FlowBuilder = Callable[[FastAPI, OrdersSettings, AsyncExitStack], Awaitable[OrderFlow]]
 
@@ -72,7 +78,8 @@ async def wire_sold_out_gate(
     if not settings.orders_sold_out_gate:
         return NoSoldOutGate()
     redis = await stack.enter_async_context(open_gate_redis(settings))
-    return RedisSoldOutGate(redis, pool, ttl_s=settings.orders_sold_out_gate_ttl_s)
+    checks = await stack.enter_async_context(open_gate_checks(settings))
+    return RedisSoldOutGate(redis, pool, checks=checks, ttl_s=settings.orders_sold_out_gate_ttl_s)
 
 
 VARIANTS: dict[str, FlowBuilder] = {"naive": build_naive, "hardened": build_hardened}

@@ -116,12 +116,14 @@ class RedisSoldOutGate:
     """One Redis hash per SKU: ``sale`` (which sale it belongs to), ``sold-out`` once marked, and one
     field per winning (customer, key)."""
 
-    def __init__(self, redis: aioredis.Redis, pool: asyncpg.Pool, *, ttl_s: float) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, pool: asyncpg.Pool, *, checks: AutoPipeline, ttl_s: float
+    ) -> None:
         self._redis = redis
         # A flash sale is a spike: thousands of checks at once. Auto-pipelined, the checks of one
-        # event-loop turn are one round trip on one connection, instead of one connection each
-        # from a pool that would make the rest wait past the gate's budget.
-        self._checks = AutoPipeline(redis)
+        # event-loop turn are one write on one connection, instead of one connection each from a
+        # pool that would make the rest wait past the gate's budget.
+        self._checks = checks
         self._pool = pool
         self._ttl_ms = int(ttl_s * 1000)
         self._mark = redis.register_script(read_resource("services.orders", "sold_out.lua"))
@@ -195,4 +197,13 @@ def _skipped(operation: str, sku: str, exc: Exception) -> None:
 
 def open_gate_redis(settings: OrdersSettings) -> AbstractAsyncContextManager[aioredis.Redis]:
     """A client whose every wait is bounded by the gate's budget."""
-    return open_bounded_redis(settings, budget_s=settings.orders_sold_out_gate_timeout_ms / 1000)
+    return open_bounded_redis(settings, budget_s=_gate_budget_s(settings))
+
+
+def open_gate_checks(settings: OrdersSettings) -> AutoPipeline:
+    """The checks' auto-pipeline, its connect and every batch bounded by the gate's budget."""
+    return AutoPipeline(settings.redis_url, timeout_s=_gate_budget_s(settings))
+
+
+def _gate_budget_s(settings: OrdersSettings) -> float:
+    return settings.orders_sold_out_gate_timeout_ms / 1000

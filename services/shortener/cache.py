@@ -64,11 +64,13 @@ class CachedRedirects:
         *,
         prefix: str,
         settings: ShortenerSettings,
+        pipeline: AutoPipeline,
         clicks: ClickCounter,
         pending_key: str | None,
         hot: HotKeyCache | None = None,
     ) -> None:
         self._redis = redis
+        self._pipeline = pipeline
         self._links = links
         self._clicks = clicks
         self._pending_key = pending_key
@@ -76,9 +78,8 @@ class CachedRedirects:
         self._settings = settings
         self._hot = hot
         self._release_lock = redis.register_script(read_resource("services.shortener", "release_lock.lua"))
-        self._follow_script = LuaScript(
-            redis, read_resource("services.shortener", "follow.lua"), pipeline=AutoPipeline(redis)
-        )
+        follow = read_resource("services.shortener", "follow.lua")
+        self._follow_script = LuaScript(redis, follow, pipeline=pipeline)
         self._inflight: dict[str, asyncio.Task[Target | None]] = {}
         self._channel = invalidation_channel(prefix)
 
@@ -172,7 +173,7 @@ class CachedRedirects:
         return target
 
     async def _cached(self, code: str) -> Target | _Miss | None:
-        raw = await self._redis.get(self._entry_key(code))
+        raw = await self._pipeline.execute_command("GET", self._entry_key(code))
         return MISS if raw is None else decode_entry(raw)
 
     async def _store(self, code: str, target: Target | None, *, only_if_absent: bool) -> None:

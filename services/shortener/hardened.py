@@ -33,6 +33,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from services.core.autopipeline import AutoPipeline
 from services.core.health import register_health_check
 from services.core.resources import apply_schema, open_redis, read_resource, redis_check
 from services.shortener.cache import CachedRedirects
@@ -51,6 +52,10 @@ async def open_adapters(wiring: Wiring) -> AsyncIterator[Adapters]:
     async with AsyncExitStack() as stack:
         redis = await stack.enter_async_context(open_redis(settings))
         register_health_check(wiring.app, name="redis", check=redis_check(redis))
+        # The redirect path's commands, batched per event-loop turn on one connection.
+        pipeline = await stack.enter_async_context(
+            AutoPipeline(settings.redis_url, timeout_s=settings.redis_socket_timeout_s)
+        )
         for sql in ("keypool.sql", "clicks.sql"):
             await apply_schema(wiring.pool, read_resource("services.shortener", sql))
         keys = await stack.enter_async_context(open_key_pool(wiring))
@@ -62,6 +67,7 @@ async def open_adapters(wiring: Wiring) -> AsyncIterator[Adapters]:
             wiring.links,
             prefix=prefix,
             settings=settings,
+            pipeline=pipeline,
             clicks=clicks,
             pending_key=buffer.pending_key if clicks is buffer else None,
             hot=hot,

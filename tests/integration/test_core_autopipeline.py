@@ -1,25 +1,37 @@
-"""Auto-pipelining against a real Valkey: commands of one event-loop turn share a round trip, and
-every caller still gets exactly its own reply or its own error."""
+"""Auto-pipelining against a real Valkey: commands of one event-loop turn share one write on one
+connection, every caller still gets exactly its own reply or its own error, and a server that
+stops answering, goes away or comes back is handled within the bound."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError, ResponseError
+import uvloop
+from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
 from services.core.autopipeline import AutoPipeline
 from services.core.lua import LuaScript
 from services.lab import processes
+from services.lab.infra import InfraEndpoints
+from tests.support.valkey import OwnRedis
 
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+async def pipeline(infra: InfraEndpoints) -> AsyncIterator[AutoPipeline]:
+    async with AutoPipeline(infra.redis_url, timeout_s=2) as pipeline:
+        yield pipeline
+
+
 async def test_concurrent_commands_share_round_trips_and_get_their_own_replies(
-    redis_client: aioredis.Redis, unique_id: str
+    pipeline: AutoPipeline, redis_client: aioredis.Redis, unique_id: str
 ) -> None:
-    pipeline = AutoPipeline(redis_client)
     await redis_client.mset({f"{unique_id}:{n}": n for n in range(500)})
 
     replies = await asyncio.gather(*(pipeline.execute_command("GET", f"{unique_id}:{n}") for n in range(500)))
@@ -29,10 +41,18 @@ async def test_concurrent_commands_share_round_trips_and_get_their_own_replies(
     assert pipeline.batches_sent == 1  # all 500 were queued in one turn of the loop
 
 
+def test_it_runs_on_uvloop_as_the_services_do(infra: InfraEndpoints, unique_id: str) -> None:
+    # uvicorn serves on uvloop, whose transports are not asyncio's classes.
+    async def count_three() -> list[int]:
+        async with AutoPipeline(infra.redis_url, timeout_s=2) as pipeline:
+            return await asyncio.gather(*(pipeline.execute_command("INCR", unique_id) for _ in range(3)))
+
+    assert sorted(uvloop.run(count_three())) == [1, 2, 3]
+
+
 async def test_one_failing_command_fails_only_its_caller(
-    redis_client: aioredis.Redis, unique_id: str
+    pipeline: AutoPipeline, redis_client: aioredis.Redis, unique_id: str
 ) -> None:
-    pipeline = AutoPipeline(redis_client)
     await redis_client.set(f"{unique_id}:text", "not a number")
 
     results = await asyncio.gather(
@@ -49,9 +69,8 @@ async def test_one_failing_command_fails_only_its_caller(
 
 
 async def test_a_caller_that_gives_up_leaves_the_others_their_replies(
-    redis_client: aioredis.Redis, unique_id: str
+    pipeline: AutoPipeline, redis_client: aioredis.Redis, unique_id: str
 ) -> None:
-    pipeline = AutoPipeline(redis_client)
     impatient = asyncio.ensure_future(pipeline.execute_command("INCR", f"{unique_id}:gone"))
     patient = [pipeline.execute_command("INCR", f"{unique_id}:kept") for _ in range(3)]
     impatient.cancel()
@@ -63,24 +82,79 @@ async def test_a_caller_that_gives_up_leaves_the_others_their_replies(
 
 
 async def test_an_unreachable_server_fails_every_caller_of_the_batch() -> None:
-    unreachable = aioredis.Redis(port=processes.free_port(), socket_connect_timeout=1)
-    pipeline = AutoPipeline(unreachable)
-    try:
+    async with AutoPipeline(f"redis://127.0.0.1:{processes.free_port()}/0", timeout_s=1) as pipeline:
         results = await asyncio.gather(
             *(pipeline.execute_command("GET", f"key:{n}") for n in range(5)), return_exceptions=True
         )
-    finally:
-        await unreachable.aclose()
     assert len(results) == 5
     assert all(isinstance(result, ConnectionError) for result in results)
 
 
-async def test_a_pipelined_script_is_loaded_again_after_redis_forgets_it(
-    redis_client: aioredis.Redis, unique_id: str
+async def test_the_database_and_password_of_the_url_are_used(own_redis: OwnRedis, unique_id: str) -> None:
+    admin = aioredis.Redis.from_url(own_redis.url)
+    await admin.config_set("requirepass", "s3cret")
+    await admin.aclose()
+    url = f"redis://:s3cret@127.0.0.1:{own_redis.port}/3"
+    database_3 = aioredis.Redis.from_url(url)
+    try:
+        async with AutoPipeline(url, timeout_s=2) as pipeline:
+            assert await pipeline.execute_command("SET", unique_id, "in database 3") == b"OK"
+        assert await database_3.get(unique_id) == b"in database 3"
+        wrong = f"redis://:wrong@127.0.0.1:{own_redis.port}/3"
+        async with AutoPipeline(wrong, timeout_s=2) as pipeline:
+            refused = await asyncio.gather(pipeline.execute_command("GET", unique_id), return_exceptions=True)
+        assert isinstance(refused[0], ResponseError)
+        assert "WRONGPASS" in str(refused[0])
+    finally:
+        await database_3.aclose()
+
+
+async def test_a_paused_server_fails_the_waiting_batch_within_the_bound_then_serves_again(
+    own_redis: OwnRedis, unique_id: str
 ) -> None:
-    script = LuaScript(
-        redis_client, "return redis.call('INCR', KEYS[1])", pipeline=AutoPipeline(redis_client)
-    )
+    async with AutoPipeline(own_redis.url, timeout_s=0.5) as pipeline:
+        assert await pipeline.execute_command("INCR", unique_id) == 1
+        own_redis.signal(signal.SIGSTOP)
+        started = time.monotonic()
+        stalled = await asyncio.gather(
+            *(pipeline.execute_command("INCR", unique_id) for _ in range(3)), return_exceptions=True
+        )
+        waited_s = time.monotonic() - started
+        own_redis.signal(signal.SIGCONT)
+
+        assert all(isinstance(result, TimeoutError) for result in stalled)
+        assert 0.5 <= waited_s < 1.5
+        # A new connection; the stalled commands were written before the pause, so Redis ran them
+        # once it resumed: a timeout says "unknown", not "not applied".
+        assert await pipeline.execute_command("INCR", unique_id) == 5
+
+
+async def test_a_restarted_server_fails_what_was_in_flight_then_is_reconnected_to(
+    own_redis: OwnRedis, unique_id: str
+) -> None:
+    async with AutoPipeline(own_redis.url, timeout_s=1) as pipeline:
+        assert await pipeline.execute_command("SET", unique_id, "before") == b"OK"
+        own_redis.kill()
+        down = await asyncio.gather(pipeline.execute_command("GET", unique_id), return_exceptions=True)
+        own_redis.start()
+
+        assert isinstance(down[0], ConnectionError)
+        assert await pipeline.execute_command("SET", unique_id, "after") == b"OK"
+        assert await pipeline.execute_command("GET", unique_id) == b"after"
+
+
+async def test_a_closed_pipeline_refuses_commands(infra: InfraEndpoints) -> None:
+    pipeline = AutoPipeline(infra.redis_url, timeout_s=1)
+    assert await pipeline.execute_command("PING") == b"PONG"
+    await pipeline.aclose()
+    with pytest.raises(ConnectionError):
+        pipeline.execute_command("PING")
+
+
+async def test_a_pipelined_script_is_loaded_again_after_redis_forgets_it(
+    pipeline: AutoPipeline, redis_client: aioredis.Redis, unique_id: str
+) -> None:
+    script = LuaScript(redis_client, "return redis.call('INCR', KEYS[1])", pipeline=pipeline)
     first = await script.run((f"{unique_id}:n",), ())
     await redis_client.script_flush()  # what a restarted Redis knows of our scripts
 
