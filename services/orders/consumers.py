@@ -3,9 +3,12 @@
 Each runs in a consumer group and commits offsets only after a batch is processed, so a crash means
 redelivery, never loss. Each handler writes ``(consumer, message_id)`` into the ``inbox`` table in
 its own transaction, together with its effect: a redelivered message finds its row and is skipped
-(counted in ``inbox.deliveries``). Payments charges the gateway with the order id as the
-idempotency key, so even a charge whose transaction failed is not repeated. A message that fails
-``orders_consumer_max_attempts`` times goes to ``orders.events.dlq`` with the reason.
+(counted in ``inbox.deliveries``). Payments charges the gateway before that transaction, never
+inside it (a transaction held open across a call to another service holds a pooled connection,
+and its row locks, for as long as that service takes), with the order id as the idempotency key:
+a charge repeated after a failed transaction or a redelivery is replayed by the gateway, not made
+twice. A message that fails ``orders_consumer_max_attempts`` times goes to ``orders.events.dlq``
+with the reason.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -36,7 +40,15 @@ RETURNING deliveries
 """
 INSERT_NOTIFICATION = "INSERT INTO notifications (order_id, channel) VALUES ($1, $2) ON CONFLICT DO NOTHING"
 
-Handler = Callable[[asyncpg.Connection, OrderPlaced], Awaitable[None]]
+
+@dataclass(frozen=True)
+class Handler:
+    """What a consumer does with an event. ``call_out``, if any, runs first and outside any
+    transaction, so it must be safe to repeat (it is, on a redelivery); ``record`` then writes the
+    effect in the inbox transaction, given what ``call_out`` returned."""
+
+    record: Callable[[asyncpg.Connection, OrderPlaced, Any], Awaitable[None]]
+    call_out: Callable[[OrderPlaced], Awaitable[Any]] | None = None
 
 
 async def first_delivery(conn: asyncpg.Connection, *, consumer: str, message_id: str) -> bool:
@@ -48,20 +60,25 @@ async def first_delivery(conn: asyncpg.Connection, *, consumer: str, message_id:
 
 
 def charge_order(gateway: PaymentGatewayClient) -> Handler:
-    async def handle(conn: asyncpg.Connection, event: OrderPlaced) -> None:
-        charge_id = await gateway.charge(
+    async def charge(event: OrderPlaced) -> str:
+        return await gateway.charge(
             order_id=event.order_id,
             amount_cents=event.amount_cents,
             currency=event.currency,
             idempotency_key=event.order_id,
         )
+
+    async def mark_paid(conn: asyncpg.Connection, event: OrderPlaced, charge_id: str) -> None:
         await store.mark_paid(conn, order_id=UUID(event.order_id), charge_id=charge_id)
 
-    return handle
+    return Handler(call_out=charge, record=mark_paid)
 
 
-async def notify_customer(conn: asyncpg.Connection, event: OrderPlaced) -> None:
+async def _record_notification(conn: asyncpg.Connection, event: OrderPlaced, _: None) -> None:
     await conn.execute(INSERT_NOTIFICATION, UUID(event.order_id), "email")
+
+
+notify_customer = Handler(record=_record_notification)
 
 
 @dataclass
@@ -91,9 +108,10 @@ class InboxConsumer:
 
     async def _handle_once(self, record: ConsumerRecord, message_id: str) -> None:
         event = OrderPlaced.from_payload(json.loads(record.value))
+        outcome = await self.handler.call_out(event) if self.handler.call_out is not None else None
         async with self.pool.acquire() as conn, conn.transaction():
             if await first_delivery(conn, consumer=self.name, message_id=message_id):
-                await self.handler(conn, event)
+                await self.handler.record(conn, event, outcome)
 
     async def _dead_letter(self, record: ConsumerRecord, *, message_id: str, reason: str) -> None:
         headers = [
