@@ -10,7 +10,8 @@ Only rows whose writing transaction is older than every transaction still runnin
 (``xid < pg_snapshot_xmin(pg_current_snapshot())``, watermill's rule): a transaction that commits
 late cannot have its rows overtaken, and since rows are selected by ``published_at IS NULL`` rather
 than by a cursor, none is ever skipped. ``LISTEN orders_outbox`` wakes the relay when a transaction
-commits; polling every ``orders_relay_poll_interval_s`` covers a lost notification. When the broker
+commits (after ``orders_relay_gather_ms``, so that one batch carries the commits of that window);
+polling every ``orders_relay_poll_interval_s`` covers a lost notification. When the broker
 is down the batch rolls back, the relay backs off exponentially and the rows wait.
 """
 
@@ -106,6 +107,10 @@ class OutboxRelay:
     async def _wait_for_work(self) -> None:
         with suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout=self.settings.orders_relay_poll_interval_s)
+        if self.wake.is_set() and self.settings.orders_relay_gather_ms:
+            # Under load every commit notifies: gather the window's commits into one batch.
+            await asyncio.sleep(self.settings.orders_relay_gather_ms / 1000)
+        # Cleared before the next claim, so a commit notified from here on is claimed or wakes us.
         self.wake.clear()
 
     def on_notify(self, *_: object) -> None:

@@ -65,6 +65,9 @@ class OrdersSettings(CoreSettings):
     # --- outbox relay ---------------------------------------------------------------------------
     orders_relay_batch_size: int = Field(default=500, ge=1)
     orders_relay_poll_interval_s: float = Field(default=0.5, gt=0)
+    # After a commit's notification wakes it, the relay waits this long so that the commits of the
+    # window go out as one batch rather than a batch of one row each (adds at most this to the lag).
+    orders_relay_gather_ms: int = Field(default=20, ge=0)
     orders_relay_backoff_initial_s: float = Field(default=0.2, gt=0)
     orders_relay_backoff_max_s: float = Field(default=5.0, gt=0)
 
