@@ -10,8 +10,8 @@ question, identical for every target (``loadtests/shortener/users.py``):
 2. One viral link under 50 users: hardened against naive (target ≥ 5×).
 3. Creates under 50 users: hardened against naive (target ≥ 1.5×).
 
-The hardened variant runs twice: with its defaults (every redirect one Redis ``GET`` and one
-``HINCRBY``) and as ``hardened-hot``, with the optional replica-local cache (1 s) and the in-process
+The hardened variant runs twice: with its defaults (every redirect one script call that reads the
+entry and counts the click, auto-pipelined) and as ``hardened-hot``, with the optional replica-local cache (1 s) and the in-process
 click tally (100 ms) on, which take the network off the redirect path.
 
 Every run is repeated (``--rounds``, default 2) and the ceiling also runs last; ratios use means, and

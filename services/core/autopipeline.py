@@ -212,10 +212,12 @@ class _Connection(asyncio.Protocol):
         self._reader.feed(data)
         try:
             while (reply := self._reader.gets()) is not _NOT_YET:
+                if not self._waiting:
+                    raise hiredis.ProtocolError("a reply no command asked for")
                 self._answered += 1
                 _deliver(self._waiting.popleft(), reply)
         except hiredis.ProtocolError as exc:  # the stream is out of step: nothing after this can be trusted
-            self._abort(redis_errors.ConnectionError(f"Redis sent what is not RESP: {exc}"))
+            self._abort(redis_errors.ConnectionError(f"Redis sent what we cannot match to a command: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True

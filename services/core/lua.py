@@ -20,7 +20,9 @@ from services.core.autopipeline import AutoPipeline, RedisArg
 
 
 class LuaScript:
-    """``pipeline``: send through an :class:`AutoPipeline` on ``redis`` rather than one call each."""
+    """``pipeline``: send ``EVALSHA`` through an :class:`AutoPipeline` to the same server (its own
+    connection, batched per event-loop turn) rather than one call each on ``redis``; ``redis`` still
+    loads the script when the server does not know it."""
 
     def __init__(self, redis: aioredis.Redis, lua: str, *, pipeline: AutoPipeline | None = None) -> None:
         self._redis = redis
