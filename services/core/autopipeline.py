@@ -7,20 +7,26 @@ and a ``recv`` system call, a read timeout armed and cancelled, a reply of its o
 Here the commands queued during a turn are written together as soon as the turn ends, on the one
 connection this object keeps, and the replies, which Redis sends back in the order the commands
 came, are matched to their callers first in, first out as they arrive. No command waits longer than
-the rest of the current turn; under light load a batch is a single command. The design of the
-clients built for this (StackExchange.Redis's multiplexer, Lettuce's shared connection, ioredis's
-``enableAutoPipelining``); measured here at a third of redis-py's client CPU per command, which on a
+the rest of the current turn; under light load a batch is a single command. Clients built for this
+work the same way (StackExchange.Redis's multiplexer, Lettuce's shared connection, ioredis's
+``enableAutoPipelining``). Measured here at a third of redis-py's client CPU per command, which on a
 redirect served from the cache is a sixth of the request.
 
-Only for independent commands: a pipeline is not a transaction, and one command's error is that
-command's caller's alone. A caller that gives up (cancelled, timed out) after queuing does not take
-its command back, as with any command already written to a socket.
+Only for independent commands that get one reply each, do not block and change nothing about the
+connection: everyone's commands share it, so ``SELECT``, ``MULTI``/``WATCH``, ``SUBSCRIBE`` or
+``BLPOP`` would break the reply matching or leak into other callers' commands. A pipeline is not a
+transaction, and one command's error is that command's caller's alone. A caller that gives up
+(cancelled, timed out) after queuing does not take its command back, as with any command already
+written to a socket.
 
-Failures are bounded like redis-py's with a socket timeout: a connect that takes longer than
-``timeout_s`` fails the commands waiting for it, and a batch not fully answered within ``timeout_s``
-(a paused or overloaded server) closes the connection, failing every command still waiting on it
-with :class:`redis.exceptions.TimeoutError`. The next command connects again. Nothing is retried:
-whether a command that failed was applied is unknown, and the caller knows best what to do.
+Every wait is bounded, and failures are shared the way one connection shares them: a connect that
+takes longer than ``timeout_s`` fails the commands waiting for it, and a batch not fully answered
+within ``timeout_s`` (a paused or overloaded server) closes the connection, failing every command
+still waiting on it, the batches sent just before included, with
+:class:`redis.exceptions.TimeoutError`. A command queued while the connection is being made waits
+for the connect and then for its batch: at most twice ``timeout_s``. The next command connects
+again. Nothing is retried: whether a command that failed was applied is unknown, and the caller
+knows best what to do.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from contextlib import suppress
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, cast
@@ -37,7 +44,7 @@ import hiredis
 from redis import exceptions as redis_errors
 
 RedisArg = bytes | str | int | float  # what a command is made of; hiredis packs each as RESP
-Queued = tuple[tuple[RedisArg, ...], asyncio.Future[Any]]
+Queued = tuple[bytes, asyncio.Future[Any]]  # a command packed as RESP, and its caller's reply
 _NOT_YET = object()  # hiredis's answer while a reply is still incomplete
 
 
@@ -59,20 +66,26 @@ class AutoPipeline:
     def execute_command(self, *args: RedisArg) -> asyncio.Future[Any]:
         if self._closed:
             raise redis_errors.ConnectionError("the auto-pipeline is closed")
+        # Packed now, so that an argument that cannot be sent fails its own caller, here, and not
+        # the batch it would have joined.
+        command = pack(args)
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
         if not self._queued:
             loop.call_soon(self._send_queued)  # once per turn: after every callback now ready has run
-        self._queued.append((args, reply))
+        self._queued.append((command, reply))
         return reply
 
     async def aclose(self) -> None:
         self._closed = True
+        closed = redis_errors.ConnectionError("the auto-pipeline is closed")
         if self._connecting is not None:
             self._connecting.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._connecting
         if self._connection is not None:
-            self._connection.close()
-        _fail(self._queued, redis_errors.ConnectionError("the auto-pipeline is closed"))
+            self._connection.abort(closed)  # not a graceful close: it would wait on a paused server
+        _fail(self._queued, closed)
         self._queued = []
 
     async def __aenter__(self) -> AutoPipeline:
@@ -95,14 +108,21 @@ class AutoPipeline:
 
     async def _connect_then_send(self) -> None:
         try:
-            self._connection = await _Connection.open(self._address, timeout_s=self._timeout_s)
+            connection = await _Connection.open(self._address, timeout_s=self._timeout_s)
         except Exception as exc:  # whatever went wrong, the callers waiting must hear it, not hang
-            _fail(self._queued, exc)
-            self._queued = []
+            self._fail_queued(as_redis_error(exc))
+            return
         finally:
             self._connecting = None
-        if self._queued:
+        self._connection = connection
+        if connection.lost:  # closed as soon as it opened: fail now rather than connect in a loop
+            self._fail_queued(redis_errors.ConnectionError("Redis closed the connection as it opened"))
+        elif self._queued:
             self._send_queued()
+
+    def _fail_queued(self, error: redis_errors.RedisError) -> None:
+        _fail(self._queued, error)
+        self._queued = []
 
 
 @dataclass(frozen=True)
@@ -121,6 +141,8 @@ class RedisAddress:
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss"):
             raise ValueError(f"auto-pipelining needs a redis:// or rediss:// URL, not {parts.scheme}://")
+        if parts.query:  # refused rather than ignored: the pipeline must reach Redis as the client does
+            raise ValueError(f"auto-pipelining takes no URL options, got {parts.query!r}")
         db = parts.path.strip("/")
         return cls(
             host=parts.hostname or "127.0.0.1",
@@ -184,15 +206,14 @@ class _Connection(asyncio.Protocol):
 
     async def greet(self, commands: list[tuple[RedisArg, ...]]) -> None:
         loop = asyncio.get_running_loop()
-        greeting = [(command, loop.create_future()) for command in commands]
+        greeting = [(pack(command), loop.create_future()) for command in commands]
         if greeting:
             self.send(greeting)
             await asyncio.gather(*(reply for _, reply in greeting))
 
     def send(self, batch: list[Queued]) -> None:
         assert self._transport is not None
-        # hiredis's stub types a command as a 1-tuple; it packs a tuple of any length.
-        self._transport.write(b"".join([hiredis.pack_command(args) for args, _ in batch]))  # type: ignore[arg-type]
+        self._transport.write(b"".join([command for command, _ in batch]))
         self._waiting.extend(reply for _, reply in batch)
         self._written += len(batch)
         # One timer per batch rather than one per command: replies come in order, so the batch is
@@ -200,9 +221,7 @@ class _Connection(asyncio.Protocol):
         asyncio.get_running_loop().call_later(self._timeout_s, self._expect_answered, self._written)
 
     def close(self) -> None:
-        self.lost = True
-        if self._transport is not None:
-            self._transport.close()
+        self.abort(redis_errors.ConnectionError("the connection was closed"))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A cast, not an isinstance check: uvloop's TCP transport does not subclass asyncio's.
@@ -217,23 +236,42 @@ class _Connection(asyncio.Protocol):
                 self._answered += 1
                 _deliver(self._waiting.popleft(), reply)
         except hiredis.ProtocolError as exc:  # the stream is out of step: nothing after this can be trusted
-            self._abort(redis_errors.ConnectionError(f"Redis sent what we cannot match to a command: {exc}"))
+            self.abort(redis_errors.ConnectionError(f"Redis sent what we cannot match to a command: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        failure = self._failure or redis_errors.ConnectionError(f"lost the connection to Redis: {exc}")
+        failure = self._failure or redis_errors.ConnectionError(
+            f"Redis closed the connection ({exc or 'EOF'})"
+        )
         while self._waiting:
             _fail_one(self._waiting.popleft(), failure)
 
     def _expect_answered(self, commands_written: int) -> None:
         if self._answered < commands_written and not self.lost:
-            self._abort(redis_errors.TimeoutError(f"Redis did not answer within {self._timeout_s} s"))
+            self.abort(redis_errors.TimeoutError(f"Redis did not answer within {self._timeout_s} s"))
 
-    def _abort(self, failure: redis_errors.RedisError) -> None:
-        self._failure = failure
+    def abort(self, failure: redis_errors.RedisError) -> None:
+        """Drop the socket at once; every command still waiting on it fails with ``failure``."""
+        self._failure = self._failure or failure
         self.lost = True
         if self._transport is not None:
-            self._transport.abort()  # connection_lost fails what still waits
+            self._transport.abort()  # connection_lost, soon, fails what still waits
+
+
+def pack(command: tuple[RedisArg, ...]) -> bytes:
+    try:
+        # hiredis's stub types a command as a 1-tuple; it packs a tuple of any length.
+        packed: bytes = hiredis.pack_command(command)  # type: ignore[arg-type]
+    except TypeError as exc:  # None, a bool…: what redis-py's own client raises for them
+        raise redis_errors.DataError(f"cannot send {command!r} to Redis: {exc}") from exc
+    return packed
+
+
+def as_redis_error(exc: Exception) -> redis_errors.RedisError:
+    """What callers catch (``RedisError``), whatever a connect raised."""
+    if isinstance(exc, redis_errors.RedisError):
+        return exc
+    return redis_errors.ConnectionError(f"cannot connect to Redis: {exc!r}")
 
 
 def _deliver(reply: asyncio.Future[Any], value: Any) -> None:

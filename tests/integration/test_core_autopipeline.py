@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 import uvloop
-from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+from redis.exceptions import ConnectionError, DataError, ResponseError, TimeoutError
 
 from services.core.autopipeline import AutoPipeline
 from services.core.lua import LuaScript
@@ -79,6 +79,33 @@ async def test_a_caller_that_gives_up_leaves_the_others_their_replies(
     assert impatient.cancelled()
     # Queued before the caller gave up, so sent all the same: like any command already written.
     assert int(await redis_client.get(f"{unique_id}:gone") or 0) == 1
+
+
+async def test_a_command_that_cannot_be_sent_fails_only_its_caller(
+    pipeline: AutoPipeline, unique_id: str
+) -> None:
+    before = pipeline.execute_command("INCR", unique_id)
+    with pytest.raises(DataError):
+        pipeline.execute_command("SET", unique_id, None)  # type: ignore[arg-type]
+    after = pipeline.execute_command("INCR", unique_id)
+
+    assert await asyncio.gather(before, after) == [1, 2]
+
+
+async def test_closing_fails_what_waits_on_a_paused_server_at_once(
+    own_redis: OwnRedis, unique_id: str
+) -> None:
+    pipeline = AutoPipeline(own_redis.url, timeout_s=30)
+    assert await pipeline.execute_command("INCR", unique_id) == 1
+    own_redis.signal(signal.SIGSTOP)
+    waiting = pipeline.execute_command("INCR", unique_id)
+    await asyncio.sleep(0.1)  # written, never to be answered while the server is paused
+
+    started = time.monotonic()
+    await pipeline.aclose()
+    with pytest.raises(ConnectionError):
+        await waiting
+    assert time.monotonic() - started < 1  # not the 30 s bound: a closed pipeline waits for nothing
 
 
 async def test_an_unreachable_server_fails_every_caller_of_the_batch() -> None:
