@@ -33,6 +33,7 @@ from services.orders.settings import OrdersSettings, schema_for
 
 logger = logging.getLogger(__name__)
 
+ALREADY_RECORDED = "SELECT EXISTS (SELECT 1 FROM inbox WHERE consumer = $1 AND message_id = $2)"
 RECORD_DELIVERY = """
 INSERT INTO inbox (consumer, message_id) VALUES ($1, $2)
 ON CONFLICT (consumer, message_id) DO UPDATE SET deliveries = inbox.deliveries + 1
@@ -44,8 +45,9 @@ INSERT_NOTIFICATION = "INSERT INTO notifications (order_id, channel) VALUES ($1,
 @dataclass(frozen=True)
 class Handler:
     """What a consumer does with an event. ``call_out``, if any, runs first and outside any
-    transaction, so it must be safe to repeat (it is, on a redelivery); ``record`` then writes the
-    effect in the inbox transaction, given what ``call_out`` returned."""
+    transaction, and must be safe to repeat: it runs again on every retry, and when two deliveries of
+    one message race; ``record`` then writes the effect in the inbox transaction, given what
+    ``call_out`` returned."""
 
     record: Callable[[asyncpg.Connection, OrderPlaced, Any], Awaitable[None]]
     call_out: Callable[[OrderPlaced], Awaitable[Any]] | None = None
@@ -108,10 +110,21 @@ class InboxConsumer:
 
     async def _handle_once(self, record: ConsumerRecord, message_id: str) -> None:
         event = OrderPlaced.from_payload(json.loads(record.value))
-        outcome = await self.handler.call_out(event) if self.handler.call_out is not None else None
+        outcome = await self._call_out(event, message_id)
         async with self.pool.acquire() as conn, conn.transaction():
             if await first_delivery(conn, consumer=self.name, message_id=message_id):
                 await self.handler.record(conn, event, outcome)
+
+    async def _call_out(self, event: OrderPlaced, message_id: str) -> Any:
+        """The handler's call to another service, unless the inbox already holds the message: a
+        redelivery of a processed message must not depend on that service being up. The inbox
+        transaction stays the authority; two deliveries racing past this check both call out, which
+        ``call_out`` is safe to do."""
+        if self.handler.call_out is None:
+            return None
+        if await self.pool.fetchval(ALREADY_RECORDED, self.name, message_id):
+            return None  # the transaction finds the row, counts the redelivery, skips ``record``
+        return await self.handler.call_out(event)
 
     async def _dead_letter(self, record: ConsumerRecord, *, message_id: str, reason: str) -> None:
         headers = [

@@ -89,7 +89,12 @@ async def test_a_consumer_killed_before_committing_its_offsets_does_not_charge_t
             await audit_when(env, sku, all_paid)
             processes.send_signal(payments, signal.SIGKILL)  # processed, offsets not committed
 
-        with run_worker(PAYMENTS, env=lab.env, log_dir=tmp_path / "second"):
+        # The redeliveries must be absorbed from the inbox alone: this worker cannot reach the gateway.
+        no_gateway = {
+            **lab.env,
+            "LAB_ORDERS_PAYMENT_GATEWAY_URL": f"http://127.0.0.1:{processes.free_port()}",
+        }
+        with run_worker(PAYMENTS, env=no_gateway, log_dir=tmp_path / "second"):
             audit = await audit_when(env, sku, lambda a: a.redeliveries_absorbed >= ORDERS)
 
     assert audit.charges == ORDERS
