@@ -11,8 +11,8 @@ question, identical for every target (``loadtests/shortener/users.py``):
 3. Creates under 50 users: hardened against naive (target ≥ 1.5×).
 
 The hardened variant runs twice: with its defaults (every redirect one script call that reads the
-entry and counts the click, auto-pipelined) and as ``hardened-hot``, with the optional replica-local cache (1 s) and the in-process
-click tally (100 ms) on, which take the network off the redirect path.
+entry and counts the click, auto-pipelined) and as ``hardened-hot``, with the optional replica-local
+cache (1 s) and the in-process click tally (100 ms) on, which take the network off the redirect path.
 
 Every run is repeated (``--rounds``, default 2) and the ceiling also runs last; ratios use means, and
 the spread between a target's runs shows the drift of a shared machine.
