@@ -11,10 +11,12 @@ import importlib.resources
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Annotated
 
 import asyncpg
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
+from fastapi import Depends, Request
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -24,6 +26,19 @@ logger = logging.getLogger(__name__)
 
 HealthCheck = Callable[[], Awaitable[None]]
 """An awaitable that returns when a dependency answers and raises when it does not."""
+
+
+async def app_pool(request: Request) -> asyncpg.Pool:
+    """The pool the app's lifespan stored in ``app.state.pool``, as a FastAPI dependency.
+
+    ``async`` on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a thread
+    hand-off (and a wait for one of the pool's 40 threads under a spike) for an attribute read.
+    """
+    pool: asyncpg.Pool = request.app.state.pool
+    return pool
+
+
+PoolDep = Annotated[asyncpg.Pool, Depends(app_pool)]
 
 
 @asynccontextmanager

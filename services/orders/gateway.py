@@ -17,14 +17,20 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import FastAPI, Header, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictInt, StrictStr
 
 from services.core.app import build_app
 from services.core.health import register_health_check
 from services.core.problems import Problem
-from services.core.resources import apply_schema, open_postgres_pool, postgres_check, read_resource
+from services.core.resources import (
+    PoolDep,
+    apply_schema,
+    open_postgres_pool,
+    postgres_check,
+    read_resource,
+)
 from services.orders.settings import OrdersSettings, schema_for
 
 INSERT_CHARGE = """
@@ -46,15 +52,6 @@ class ChargeCreate(BaseModel):
     order_id: Annotated[StrictStr, Field(min_length=1, max_length=128)]
     amount_cents: StrictInt = Field(ge=0)
     currency: Annotated[StrictStr, Field(min_length=3, max_length=3)]
-
-
-# async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a thread hand-off
-# (and a wait for one of the pool's 40 threads under a spike) for what is an attribute read.
-async def get_pool(request: Request) -> asyncpg.Pool:
-    return request.app.state.pool
-
-
-PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 
 
 def _charge_json(row: asyncpg.Record) -> dict[str, Any]:

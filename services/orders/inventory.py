@@ -11,15 +11,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Annotated
 
 import asyncpg
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI
 from pydantic import BaseModel, Field, StrictInt, StrictStr
 
 from services.core.app import build_app
 from services.core.health import register_health_check
-from services.core.resources import apply_schema, open_postgres_pool, postgres_check, read_resource
+from services.core.resources import (
+    PoolDep,
+    apply_schema,
+    open_postgres_pool,
+    postgres_check,
+    read_resource,
+)
 from services.orders.errors import OutOfStock, UnknownSku, to_problem
 from services.orders.settings import OrdersSettings, schema_for
 
@@ -44,15 +49,6 @@ class StockPublic(BaseModel):
 class ReservationCreate(BaseModel):
     sku: StrictStr
     quantity: StrictInt = Field(ge=1)
-
-
-# async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a thread hand-off
-# (and a wait for one of the pool's 40 threads under a spike) for what is an attribute read.
-async def get_pool(request: Request) -> asyncpg.Pool:
-    return request.app.state.pool
-
-
-PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 
 
 async def reserve(pool: asyncpg.Pool, *, sku: str, quantity: int, settings: OrdersSettings) -> int:
