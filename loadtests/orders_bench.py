@@ -9,12 +9,12 @@ servers, then, one variant at a time:
 2. **Hot SKU**: 64 Locust users (``loadtests/orders_users.py``, FastHttpUser, own process) buy one
    unit each, closed loop, from a SKU whose stock never runs out; completed orders per second (from
    the database) and latency percentiles.
+3. **Relay**: 50,000 outbox rows published to the broker; events per second.
 
 Each measurement gets freshly started services, so none pays for work the one before left behind:
 the hardened variant leaves a hot-SKU run's thousands of payments to its consumers (that is the
 outbox's point), and the naive service goes on serving the requests of flash-sale buyers who gave up
 waiting.
-3. **Relay**: 50,000 outbox rows published to the broker; events per second.
 
 Locust runs in its own process and shares the two cores with the services and whatever else runs.
 """
