@@ -10,6 +10,7 @@ Any app can protect a route with it, whichever limiter (naive or hardened) it is
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Annotated
 
@@ -25,6 +26,13 @@ DECISIONS = Counter(
     "Rate-limit checks by outcome: admitted, refused, or degraded (admitted unchecked: the store failed)",
     ["policy", "outcome"],
 )
+
+
+@functools.cache
+def decisions_counted(policy: str, outcome: str) -> Counter:
+    """The counter of one (policy, outcome), bound once: ``labels()`` looks the child up under a lock,
+    which every request would otherwise pay. Policies and outcomes are few and fixed."""
+    return DECISIONS.labels(policy, outcome)
 
 
 def outcome_of(decision: Decision) -> str:
@@ -72,7 +80,7 @@ class RateLimitGuard:
         )
         policy = self.policy_for(request)
         decision = await self.limiter.check(identity, policy)
-        DECISIONS.labels(policy.name, outcome_of(decision)).inc()
+        decisions_counted(policy.name, outcome_of(decision)).inc()
         if not decision.allowed:
             raise QuotaExceeded(policy=policy, decision=decision)
         return identity, policy, decision
