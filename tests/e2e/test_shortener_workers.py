@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.metrics import counter
 from tests.support.servers import run_app
-from tests.support.shortener import APP, FAST_ENV, Call, counter, send_all
+from tests.support.shortener import APP, FAST_ENV, Call, send_all
 
 pytestmark = pytest.mark.e2e
 

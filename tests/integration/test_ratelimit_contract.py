@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from services.lab.infra import InfraEndpoints
+from tests.support.metrics import counter_by
 from tests.support.ratelimit import RESOURCE, fire, get, run_limiter
 from tests.support.servers import RunningApp
 
@@ -66,14 +66,7 @@ async def test_over_the_limit_is_a_429_problem_with_retry_after(limiter: Running
 
 def _decisions(url: str) -> dict[str, float]:
     """``ratelimit_decisions_total`` of the default policy, by outcome."""
-    families = text_string_to_metric_families(httpx.get(f"{url}/metrics").text)
-    return {
-        sample.labels["outcome"]: sample.value
-        for family in families
-        if family.name == "ratelimit_decisions"
-        for sample in family.samples
-        if sample.name == "ratelimit_decisions_total" and sample.labels["policy"] == "default"
-    }
+    return counter_by(url, "ratelimit_decisions", label="outcome", labels={"policy": "default"})
 
 
 async def test_metrics_count_every_decision_by_outcome(limiter: RunningApp, unique_id: str) -> None:

@@ -7,7 +7,6 @@ Each test gets its own Valkey server, so killing it disturbs nobody else.
 from __future__ import annotations
 
 import dataclasses
-import re
 import signal
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 from services.lab import processes
 from services.lab.infra import InfraEndpoints
+from tests.support.metrics import counter
 from tests.support.ratelimit import RESOURCE, run_limiter
 from tests.support.valkey import OwnRedis
 
@@ -40,9 +40,7 @@ def _limiter(own_redis: OwnRedis, infra: InfraEndpoints, tmp_path: Path, on_erro
 
 
 def _backend_errors(client: httpx.Client) -> float:
-    text = client.get("/metrics").text
-    found = re.findall(r'^ratelimit_backend_errors_total\{policy="default"\} (\S+)$', text, re.MULTILINE)
-    return float(found[0]) if found else 0.0
+    return counter(str(client.base_url), "ratelimit_backend_errors", {"policy": "default"})
 
 
 def test_fail_open_admits_and_counts_when_redis_is_killed(

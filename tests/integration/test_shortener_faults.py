@@ -17,8 +17,9 @@ import pytest
 from services.lab import processes
 from services.lab.infra.embedded import valkey_server_bin
 from services.lab.processes import ProcessRecord
+from tests.support.metrics import counter
 from tests.support.servers import run_app
-from tests.support.shortener import APP, FAST_ENV, Call, counter, create, send_all
+from tests.support.shortener import APP, FAST_ENV, Call, create, send_all
 
 pytestmark = pytest.mark.integration
 

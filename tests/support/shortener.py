@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.metrics import counter
 from tests.support.servers import RunningApp, run_app
 
 APP = "services.shortener.app:create_app"
@@ -33,18 +33,6 @@ FAST_ENV = {
 # delete broadcast can explain a prompt 410) and clicks tallied in process for 100 ms.
 HOT_ENV = {"LAB_SHORTENER_HOT_CACHE_TTL_MS": "30000", "LAB_SHORTENER_CLICK_TALLY_MS": "100"}
 CONFIGS = {"naive": ("naive", {}), "hardened": ("hardened", {}), "hardened-hot": ("hardened", HOT_ENV)}
-
-
-def counter(url: str, name: str, labels: Mapping[str, str] | None = None) -> float:
-    """The value of a counter (``name`` without ``_total``) summed over matching label sets."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    wanted = dict(labels or {})
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == f"{name}_total" and wanted.items() <= sample.labels.items()
-    )
 
 
 def total(urls: Iterable[str], name: str, labels: Mapping[str, str] | None = None) -> float:
