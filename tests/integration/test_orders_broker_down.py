@@ -8,7 +8,7 @@ import asyncio
 import os
 import signal
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -17,16 +17,14 @@ import psutil
 import pytest
 
 from services.lab.infra import InfraEndpoints
-from services.orders.audit import SaleAudit, audit_sale
-from services.orders.settings import OrdersSettings
 from tests.support.orders import (
+    audit_when,
     fresh_topics,
     open_sale,
     place_order,
     run_orders_lab,
     run_worker,
     settings_for,
-    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -94,7 +92,9 @@ async def test_an_outage_of_the_broker_loses_naive_events_and_delays_hardened_on
             order_steadily(naive.orders.url, sku, seconds=1),
             order_steadily(hardened.orders.url, sku, seconds=1),
         )
-        await _settled(settings, "hardened", sku, lambda a: a.events_lost == 0)  # the relay is up
+        await audit_when(
+            settings, variant="hardened", sku=sku, done=lambda a: a.events_lost == 0
+        )  # the relay is up
 
         with broker_stopped(infra.kafka_bootstrap):
             during = await asyncio.gather(
@@ -106,8 +106,10 @@ async def test_an_outage_of_the_broker_loses_naive_events_and_delays_hardened_on
             order_steadily(hardened.orders.url, sku, seconds=1),
         )
 
-        hardened_audit = await _settled(settings, "hardened", sku, lambda a: a.events_lost == 0)
-        naive_audit = await _settled(settings, "naive", sku, lambda a: True)
+        hardened_audit = await audit_when(
+            settings, variant="hardened", sku=sku, done=lambda a: a.events_lost == 0
+        )
+        naive_audit = await audit_when(settings, variant="naive", sku=sku, done=lambda a: True)
 
     assert set(before[0]) == set(before[1]) == {201}
     assert set(during[0]) == set(during[1]) == {201}
@@ -116,16 +118,3 @@ async def test_an_outage_of_the_broker_loses_naive_events_and_delays_hardened_on
     assert hardened_audit.events_published == hardened_audit.orders_committed > 0
     assert naive_audit.events_lost > 0
     assert naive_audit.events_published > 0  # the orders placed outside the outage got through
-
-
-async def _settled(
-    settings: OrdersSettings, variant: str, sku: str, done: Callable[[SaleAudit], bool]
-) -> SaleAudit:
-    audits: list[SaleAudit] = []
-
-    async def reached() -> bool:
-        audits.append(await audit_sale(settings, variant=variant, sku=sku))
-        return done(audits[-1])
-
-    await wait_until(reached, timeout_s=60, interval_s=0.5)
-    return audits[-1]

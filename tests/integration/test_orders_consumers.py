@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -15,16 +15,16 @@ import pytest
 
 from services.lab import processes
 from services.lab.infra import InfraEndpoints
-from services.orders.audit import SaleAudit, audit_sale
+from services.orders.audit import SaleAudit
 from tests.support.orders import (
     OrdersLab,
+    audit_when,
     fresh_topics,
     open_sale,
     place_order,
     run_orders_lab,
     run_worker,
     settings_for,
-    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -62,19 +62,6 @@ async def sell(lab: OrdersLab, *, orders: int) -> str:
     return sku
 
 
-async def audit_when(
-    env: dict[str, str], sku: str, condition: Callable[[SaleAudit], bool], *, timeout_s: float = 60
-) -> SaleAudit:
-    audits: list[SaleAudit] = []
-
-    async def reached() -> bool:
-        audits.append(await audit_sale(settings_for(env), variant="hardened", sku=sku))
-        return condition(audits[-1])
-
-    assert await wait_until(reached, timeout_s=timeout_s, interval_s=0.5), audits[-1]
-    return audits[-1]
-
-
 def all_paid(audit: SaleAudit) -> bool:
     return audit.orders_committed > 0 and audit.orders_not_paid == 0
 
@@ -86,7 +73,7 @@ async def test_a_consumer_killed_before_committing_its_offsets_does_not_charge_t
         slow_commit = {**lab.env, "LAB_ORDERS_CONSUMER_COMMIT_DELAY_S": "60"}
         with run_worker(PAYMENTS, env=slow_commit, log_dir=tmp_path / "first") as payments:
             sku = await sell(lab, orders=ORDERS)
-            await audit_when(env, sku, all_paid)
+            await audit_when(settings_for(env), variant="hardened", sku=sku, done=all_paid)
             processes.send_signal(payments, signal.SIGKILL)  # processed, offsets not committed
 
         # The redeliveries must be absorbed from the inbox alone: this worker cannot reach the gateway.
@@ -95,7 +82,12 @@ async def test_a_consumer_killed_before_committing_its_offsets_does_not_charge_t
             "LAB_ORDERS_PAYMENT_GATEWAY_URL": f"http://127.0.0.1:{processes.free_port()}",
         }
         with run_worker(PAYMENTS, env=no_gateway, log_dir=tmp_path / "second"):
-            audit = await audit_when(env, sku, lambda a: a.redeliveries_absorbed >= ORDERS)
+            audit = await audit_when(
+                settings_for(env),
+                variant="hardened",
+                sku=sku,
+                done=lambda a: a.redeliveries_absorbed >= ORDERS,
+            )
 
     assert audit.charges == ORDERS
     assert audit.customers_charged_more_than_once == 0
@@ -110,7 +102,7 @@ async def test_a_flaky_gateway_is_retried_with_the_same_key_until_every_order_is
     flaky = {**env, "LAB_PAYMENT_GATEWAY_FAILURE_RATE": "0.2", "LAB_ORDERS_CONSUMER_MAX_ATTEMPTS": "10"}
     with hardened_with_relay(flaky, tmp_path) as lab, run_worker(PAYMENTS, env=lab.env, log_dir=tmp_path):
         sku = await sell(lab, orders=50)
-        audit = await audit_when(env, sku, all_paid)
+        audit = await audit_when(settings_for(env), variant="hardened", sku=sku, done=all_paid)
 
     assert audit.charges == audit.orders_committed == 50
     assert audit.customers_charged_more_than_once == 0
@@ -129,7 +121,9 @@ async def test_a_message_that_keeps_failing_goes_to_the_dead_letter_topic(
     }
     with hardened_with_relay(broken, tmp_path) as lab, run_worker(PAYMENTS, env=lab.env, log_dir=tmp_path):
         sku = await sell(lab, orders=3)
-        audit = await audit_when(env, sku, lambda a: a.dlq_messages >= 3)
+        audit = await audit_when(
+            settings_for(env), variant="hardened", sku=sku, done=lambda a: a.dlq_messages >= 3
+        )
 
     assert audit.dlq_messages == 3
     assert audit.charges == 0

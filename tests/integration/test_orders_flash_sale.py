@@ -12,7 +12,6 @@ overlap (lost updates), or, with the row lock, queue behind each other.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -20,16 +19,15 @@ import httpx
 import pytest
 
 from services.lab.infra import InfraEndpoints
-from services.orders.audit import SaleAudit, audit_sale
-from services.orders.settings import OrdersSettings
+from services.orders.audit import SaleAudit
 from tests.support.orders import (
+    audit_when,
     flash_sale,
     fresh_topics,
     open_sale,
     run_orders_lab,
     run_worker,
     settings_for,
-    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -64,21 +62,6 @@ async def run_sale(base_url: str, sku: str) -> None:
     await flash_sale(base_url, sku=sku, buyers=BUYERS, spread_s=SPREAD_S, timeout_s=CLIENT_TIMEOUT_S)
 
 
-async def settled_audit(
-    settings: OrdersSettings, *, variant: str, sku: str, done: Callable[[SaleAudit], bool]
-) -> SaleAudit:
-    """Audit once the sale has settled: naive answers late after a timeout, the consumers lag."""
-    audits: list[SaleAudit] = []
-
-    async def settled() -> bool:
-        audits.append(await audit_sale(settings, variant=variant, sku=sku))
-        unchanged = len(audits) > 1 and audits[-1] == audits[-2]
-        return unchanged and done(audits[-1])
-
-    await wait_until(settled, timeout_s=60, interval_s=1.0)
-    return audits[-1]
-
-
 def naive_settled(audit: SaleAudit) -> bool:
     return audit.charges >= audit.orders_committed and audit.events_published >= audit.orders_committed
 
@@ -87,7 +70,9 @@ async def test_naive_oversells_and_double_charges(env: dict[str, str], tmp_path:
     sku = f"flash-{uuid.uuid4().hex[:8]}"
     with run_orders_lab("naive", env=env, log_dir=tmp_path, orders_env=NAIVE_POOL) as lab:
         await run_sale(lab.orders.url, sku)
-        audit = await settled_audit(settings_for(env), variant="naive", sku=sku, done=naive_settled)
+        audit = await audit_when(
+            settings_for(env), variant="naive", sku=sku, done=naive_settled, steady=True, interval_s=1.0
+        )
 
     assert audit.oversold_units > 0
     assert audit.customers_with_multiple_orders > 0
@@ -101,7 +86,9 @@ async def test_naive_with_a_row_lock_stops_the_oversell_but_not_the_double_charg
     row_lock = {**env, "LAB_ORDERS_NAIVE_LOCKING": "row-lock"}
     with run_orders_lab("naive", env=row_lock, log_dir=tmp_path, orders_env=NAIVE_POOL) as lab:
         await run_sale(lab.orders.url, sku)
-        audit = await settled_audit(settings_for(env), variant="naive", sku=sku, done=naive_settled)
+        audit = await audit_when(
+            settings_for(env), variant="naive", sku=sku, done=naive_settled, steady=True, interval_s=1.0
+        )
 
     assert audit.oversold_units == 0
     assert audit.units_sold == STOCK
@@ -122,7 +109,9 @@ async def test_hardened_sells_exactly_the_stock_and_charges_each_order_once(
         for target in ("relay:run", "consumers:run_payments", "consumers:run_notifications"):
             stack.enter_context(run_worker(f"services.orders.{target}", env=lab.env, log_dir=tmp_path))
         await run_sale(lab.orders.url, sku)
-        audit = await settled_audit(settings_for(env), variant="hardened", sku=sku, done=hardened_settled)
+        audit = await audit_when(
+            settings_for(env), variant="hardened", sku=sku, done=hardened_settled, steady=True, interval_s=1.0
+        )
 
     assert audit.units_sold == STOCK
     assert audit.oversold_units == 0

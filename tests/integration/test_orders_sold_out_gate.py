@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
@@ -21,11 +20,12 @@ import redis.asyncio as aioredis
 from services.core.resources import read_resource
 from services.lab.infra import InfraEndpoints
 from services.orders.soldout import gate_key, sale_token
-from tests.support.orders import OrdersLab, metric, open_sale, place_order, run_orders_lab
+from tests.support.metrics import counter
+from tests.support.orders import OrdersLab, buy, open_sale, place_order, run_orders_lab
 
 pytestmark = pytest.mark.integration
 
-GATE_ANSWERS = "orders_sold_out_gate_total"
+GATE_ANSWERS = "orders_sold_out_gate"
 TURNED_AWAY = 20
 # Every table an order touches before or in its checkout statement.
 LOCK_CHECKOUT_TABLES = """
@@ -46,19 +46,8 @@ def sku() -> str:
     return f"gate-{uuid.uuid4().hex[:10]}"
 
 
-async def buy(client: httpx.AsyncClient, sku: str, buyer: str, **options: Any) -> httpx.Response:
-    """``buyer`` of this sale alone (keys are scoped to the customer, whatever the SKU), with a key of
-    their own."""
-    return await place_order(client, sku=sku, customer_id=f"{buyer}@{sku}", key=f"{buyer}-key", **options)
-
-
-@pytest.fixture
-async def redis(infra: InfraEndpoints) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(infra.redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
+def gate_answers(client: httpx.AsyncClient) -> float:
+    return counter(str(client.base_url), GATE_ANSWERS)
 
 
 async def sell_out(client: httpx.AsyncClient, sku: str, *, stock: int) -> list[httpx.Response]:
@@ -79,7 +68,7 @@ async def test_after_the_sell_out_buyers_are_turned_away_without_postgresql(
     client: httpx.AsyncClient, sku: str, pg: asyncpg.Connection
 ) -> None:
     await sell_out(client, sku, stock=2)
-    answered_before = await metric(client, GATE_ANSWERS)
+    answered_before = gate_answers(client)
     keys_before = await stored_keys(pg, sku)
 
     async with pg.transaction():  # a buyer who reached PostgreSQL would wait here past its timeout
@@ -89,7 +78,7 @@ async def test_after_the_sell_out_buyers_are_turned_away_without_postgresql(
     assert [answer.status_code for answer in answers] == [409] * TURNED_AWAY
     assert {answer.json()["type"] for answer in answers} == {"/problems/out-of-stock"}
     assert {answer.headers["content-type"] for answer in answers} == {"application/problem+json"}
-    assert await metric(client, GATE_ANSWERS) == answered_before + TURNED_AWAY
+    assert gate_answers(client) == answered_before + TURNED_AWAY
     assert await stored_keys(pg, sku) == keys_before
 
 
@@ -97,7 +86,7 @@ async def test_a_retry_of_an_order_that_succeeded_still_gets_its_201(
     client: httpx.AsyncClient, sku: str
 ) -> None:
     winners = await sell_out(client, sku, stock=2)
-    answered_before = await metric(client, GATE_ANSWERS)
+    answered_before = gate_answers(client)
 
     replays = [await buy(client, sku, f"w{i}") for i in range(2)]
     stranger = await place_order(
@@ -108,13 +97,13 @@ async def test_a_retry_of_an_order_that_succeeded_still_gets_its_201(
     assert [replay.json() for replay in replays] == [winner.json() for winner in winners]
     assert [replay.headers["idempotent-replayed"] for replay in replays] == ["true", "true"]
     assert stranger.status_code == 409
-    assert await metric(client, GATE_ANSWERS) == answered_before + 1  # the stranger only
+    assert gate_answers(client) == answered_before + 1  # the stranger only
 
 
 async def test_opening_the_sale_again_clears_the_gate(client: httpx.AsyncClient, sku: str) -> None:
     await sell_out(client, sku, stock=1)
     turned_away = await buy(client, sku, "x")
-    answered_before = await metric(client, GATE_ANSWERS)
+    answered_before = gate_answers(client)
 
     await open_sale(client, sku=sku, stock=2)
     restocked = [await buy(client, sku, buyer) for buyer in ("x", "y")]
@@ -124,22 +113,27 @@ async def test_opening_the_sale_again_clears_the_gate(client: httpx.AsyncClient,
     assert turned_away.status_code == 409
     assert [response.status_code for response in restocked] == [201, 201]
     assert (found_sold_out.status_code, gated_again.status_code) == (409, 409)
-    assert await metric(client, GATE_ANSWERS) == answered_before + 1  # the second sale's gate: "v"
+    assert gate_answers(client) == answered_before + 1  # the second sale's gate: "v"
 
 
 async def test_a_late_mark_from_an_earlier_sale_leaves_the_reopened_sale_open(
-    client: httpx.AsyncClient, sku: str, pg: asyncpg.Connection, redis: aioredis.Redis
+    client: httpx.AsyncClient, sku: str, pg: asyncpg.Connection, redis_client: aioredis.Redis
 ) -> None:
     await open_sale(client, sku=sku, stock=1)
     earlier = sale_token(
         await pg.fetchval("SELECT opened_at FROM orders_hardened.flash_sales WHERE sku = $1", sku)
     )
     await open_sale(client, sku=sku, stock=1)
+    reopened = sale_token(
+        await pg.fetchval("SELECT opened_at FROM orders_hardened.flash_sales WHERE sku = $1", sku)
+    )
 
     # What a slow request of the first sale would run after finding it sold out.
     mark = read_resource("services.orders", "sold_out.lua")
-    marked = await redis.eval(mark, 1, gate_key(sku), earlier, 60_000)
+    marked = await redis_client.eval(mark, 1, gate_key(sku), earlier, 60_000)
 
+    assert reopened != earlier
+    assert await redis_client.hget(gate_key(sku), "sale") == reopened.encode()  # the gate names the new sale
     assert marked == 0
     assert (await buy(client, sku, "a")).status_code == 201
 
@@ -164,7 +158,7 @@ async def test_with_the_gate_off_postgresql_answers_every_buyer(
             await sell_out(client, sku, stock=1)
             keys_before = await stored_keys(pg, sku)
             answers = [await buy(client, sku, f"b{i}") for i in range(5)]
-            answered = await metric(client, GATE_ANSWERS)
+            answered = gate_answers(client)
 
     assert [answer.status_code for answer in answers] == [409] * 5
     assert await stored_keys(pg, sku) == keys_before + 5

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 import httpx
 
 from services.lab.standalone import run_worker
+from services.orders.audit import SaleAudit, audit_sale
 from services.orders.settings import OrdersSettings
 from tests.support.servers import RunningApp, run_app
 
@@ -164,8 +164,31 @@ def fresh_topics() -> dict[str, str]:
     }
 
 
-async def metric(client: httpx.AsyncClient, series: str) -> float:
-    """One series of the service's ``/metrics`` (``name`` or ``name{label="value"}``); 0 when absent."""
-    text = (await client.get("/metrics")).text
-    found = re.findall(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
-    return float(found[0]) if found else 0.0
+async def buy(client: httpx.AsyncClient, sku: str, buyer: str, **options: Any) -> httpx.Response:
+    """An order of ``buyer`` of this sale alone (keys are scoped to the customer, whatever the SKU),
+    with a key of their own."""
+    return await place_order(client, sku=sku, customer_id=f"{buyer}@{sku}", key=f"{buyer}-key", **options)
+
+
+async def audit_when(
+    settings: OrdersSettings,
+    *,
+    variant: str,
+    sku: str,
+    done: Callable[[SaleAudit], bool],
+    steady: bool = False,
+    timeout_s: float = 60,
+    interval_s: float = 0.5,
+) -> SaleAudit:
+    """The sale's audit once ``done`` holds for it (with ``steady``, also two audits in a row alike:
+    the sale stopped changing); fails the test, showing the last audit, when that takes longer than
+    ``timeout_s``: a sale that never settles must not be audited as if it had."""
+    audits: list[SaleAudit] = []
+
+    async def reached() -> bool:
+        audits.append(await audit_sale(settings, variant=variant, sku=sku))
+        unchanged = len(audits) > 1 and audits[-1] == audits[-2]
+        return done(audits[-1]) and (unchanged or not steady)
+
+    assert await wait_until(reached, timeout_s=timeout_s, interval_s=interval_s), audits[-1]
+    return audits[-1]
