@@ -6,7 +6,7 @@ import importlib.metadata
 import os
 import platform
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -111,18 +111,23 @@ def infra_pids(state_dir: Path) -> list[int]:
     return [records[name].pid for name in ("postgres", "redis") if name in records]
 
 
-def counter(url: str, name: str) -> float:
-    """A Prometheus counter of the service at ``url``, every label set added up; 0 when absent."""
-    return sum(counter_by(url, name, label=None).values())
+def counter(url: str, name: str, labels: Mapping[str, str] | None = None) -> float:
+    """A Prometheus counter of the service at ``url`` (``name`` without ``_total``), summed over the
+    label sets that match ``labels``; 0 when none does. The benches and the tests read it this way."""
+    return sum(counter_by(url, name, label=None, labels=labels).values())
 
 
-def counter_by(url: str, name: str, *, label: str | None) -> dict[str, float]:
-    """The same counter added up per value of ``label`` (``None``: all under one key, ``""``)."""
-    text = httpx.get(f"{url}/metrics", timeout=30).text  # a service may still be busy after a run
+def counter_by(
+    url: str, name: str, *, label: str | None, labels: Mapping[str, str] | None = None
+) -> dict[str, float]:
+    """The same counter summed per value of ``label`` (``None``: everything under ``""``)."""
+    # A long timeout: a service may still be busy with the requests of a run that just ended.
+    text = httpx.get(f"{url.rstrip('/')}/metrics", timeout=30).text
+    wanted = dict(labels or {})
     totals: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == f"{name}_total":
+            if sample.name == f"{name}_total" and wanted.items() <= sample.labels.items():
                 key = sample.labels[label] if label else ""
                 totals[key] = totals.get(key, 0.0) + sample.value
     return totals

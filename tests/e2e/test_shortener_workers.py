@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.metrics import counter
+from loadtests.environment import counter
 from tests.support.servers import run_app
 from tests.support.shortener import APP, FAST_ENV, Call, send_all
 

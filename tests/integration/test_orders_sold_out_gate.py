@@ -17,10 +17,10 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from loadtests.environment import counter
 from services.core.resources import read_resource
 from services.lab.infra import InfraEndpoints
 from services.orders.soldout import gate_key, sale_token
-from tests.support.metrics import counter
 from tests.support.orders import OrdersLab, buy, open_sale, place_order, run_orders_lab
 
 pytestmark = pytest.mark.integration

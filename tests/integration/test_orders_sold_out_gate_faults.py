@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loadtests.environment import counter
 from services.lab.infra import InfraEndpoints
-from tests.support.metrics import counter
 from tests.support.orders import OrdersLab, admin_headers, buy, open_sale, run_orders_lab
 from tests.support.valkey import OwnRedis
 

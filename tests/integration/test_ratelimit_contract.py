@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from loadtests.environment import counter_by
 from services.lab.infra import InfraEndpoints
-from tests.support.metrics import counter_by
 from tests.support.ratelimit import RESOURCE, fire, get, run_limiter
 from tests.support.servers import RunningApp
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loadtests.environment import counter
 from services.lab import processes
 from services.lab.infra import InfraEndpoints
-from tests.support.metrics import counter
 from tests.support.ratelimit import RESOURCE, run_limiter
 from tests.support.valkey import OwnRedis
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from loadtests.environment import counter
 from services.lab import processes
 from services.lab.infra.embedded import valkey_server_bin
 from services.lab.processes import ProcessRecord
-from tests.support.metrics import counter
 from tests.support.servers import run_app
 from tests.support.shortener import APP, FAST_ENV, Call, create, send_all
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.support.metrics import counter
+from loadtests.environment import counter
 from tests.support.shortener import APP, FAST_ENV, Call, create, replicas, run_app, send_all, total
 
 pytestmark = pytest.mark.integration

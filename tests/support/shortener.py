@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.metrics import counter
+from loadtests.environment import counter
 from tests.support.servers import RunningApp, run_app
 
 APP = "services.shortener.app:create_app"
