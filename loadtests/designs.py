@@ -14,6 +14,7 @@ import asyncpg
 import httpx
 import redis
 
+from loadtests.environment import counter
 from services.lab.infra import InfraEndpoints
 from services.lab.supervisor import Supervisor
 
@@ -66,9 +67,10 @@ TIMING_TOLERANCE_S = 0.05
 
 
 def _reset_ratelimit(context: BenchContext, variant: str) -> None:
-    """The naive counts live in its processes: restart them. The hardened ones live in Redis."""
+    """Both services restart, so each run's decision counters start at zero (and the naive counts,
+    which live in its processes, with them); the hardened counts live in Redis and are removed."""
+    context.supervisor.restart([f"ratelimit-{variant}"])
     if variant == "naive":
-        context.supervisor.restart(["ratelimit-naive"])
         return
     client = redis.Redis.from_url(context.endpoints.redis_url)
     try:
@@ -102,19 +104,32 @@ def _audit_ratelimit(context: BenchContext, variant: str, run_dir: Path) -> Audi
     window = settings.ratelimit_window_s - TIMING_TOLERANCE_S
     busiest = {key: most_in_any_window(stamps, window_s=window) for key, stamps in admitted.items()}
     over = sum(max(0, most - settings.ratelimit_limit) for most in busiest.values())
+    unchecked = _unchecked_decisions(context.supervisor.url_of(f"ratelimit-{variant}"))
     return AuditResult(
         invariants={
             "over_admitted_requests": over,
+            "degraded_checks": unchecked["degraded"],
+            "shed_requests": unchecked["shed"],
             "hot_keys": len(busiest),
             "limit_per_window": settings.ratelimit_limit,
             "most_admitted_in_one_window": max(busiest.values(), default=0),
         },
-        holds=over == 0 and bool(busiest),
+        holds=over == 0 and unchecked["degraded"] == 0 and bool(busiest),
         explanation=(
             f"each hot key may get {settings.ratelimit_limit} requests per {settings.ratelimit_window_s} s; "
-            f"the busiest got {max(busiest.values(), default=0)}"
+            f"the busiest got {max(busiest.values(), default=0)}; {unchecked['degraded']} checks were "
+            f"admitted unchecked (degraded) and {unchecked['shed']} requests shed"
         ),
     )
+
+
+def _unchecked_decisions(url: str) -> dict[str, int]:
+    """The run's requests that no check counted: admitted because the store failed (degraded), or
+    refused with 503 because the server had too many checks in flight (shed)."""
+    return {
+        "degraded": int(counter(url, "ratelimit_decisions", {"outcome": "degraded"})),
+        "shed": int(counter(url, "ratelimit_shed")),
+    }
 
 
 RATELIMIT = BenchDesign(

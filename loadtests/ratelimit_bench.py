@@ -31,10 +31,11 @@ from loadtests.environment import counter_by, cpu_between, family_cpu_s, machine
 from loadtests.locust_runner import run_locust
 from loadtests.markdown import table_row
 from services.core.health import register_health_check
-from services.core.resources import redis_check
+from services.core.lua import RedisCommands
+from services.core.resources import pipeline_check
 from services.lab.infra import InfraEndpoints
 from services.lab.standalone import ServedApp, serve_app
-from services.ratelimit.app import build_protected_app, limiter_redis
+from services.ratelimit.app import build_protected_app, limiter_checks
 from services.ratelimit.hardened import FailurePolicy, RedisSlidingWindow
 from services.ratelimit.ports import Decision, Policy, RateLimiter
 from services.ratelimit.settings import Algorithm, RateLimitSettings
@@ -51,19 +52,19 @@ PEER_CONCURRENCY = 64
 class OneRoundTrip:
     """Admits everything after one plain ``GET``: what any Redis-backed check costs at least."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisCommands) -> None:
         self._redis = redis
 
     async def check(self, identity: str, policy: Policy) -> Decision:
-        await self._redis.get(f"floor:{{{identity}}}")
+        await self._redis.execute_command("GET", f"floor:{{{identity}}}")
         return Decision(allowed=True, remaining=policy.limit, reset_s=0)
 
 
 async def _wire_floor(app: FastAPI, settings: RateLimitSettings, stack: AsyncExitStack) -> RateLimiter:
-    """The same client and the same failure policy as the hardened limiter: only the check differs."""
-    redis = await stack.enter_async_context(limiter_redis(settings))
-    register_health_check(app, name="redis", check=redis_check(redis))
-    return FailurePolicy(OneRoundTrip(redis), on_error=settings.ratelimit_on_redis_error)
+    """The same connection and the same failure policy as the hardened limiter: only the check differs."""
+    checks = await stack.enter_async_context(limiter_checks(settings))
+    register_health_check(app, name="redis", check=pipeline_check(checks))
+    return FailurePolicy(OneRoundTrip(checks), on_error=settings.ratelimit_on_redis_error)
 
 
 def create_floor_app(_: str) -> FastAPI:

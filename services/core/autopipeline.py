@@ -21,12 +21,15 @@ written to a socket.
 
 Every wait is bounded, and failures are shared the way one connection shares them: a connect that
 takes longer than ``timeout_s`` fails the commands waiting for it, and a batch not fully answered
-within ``timeout_s`` (a paused or overloaded server) closes the connection, failing every command
-still waiting on it, the batches sent just before included, with
-:class:`redis.exceptions.TimeoutError`. A command queued while the connection is being made waits
-for the connect and then for its batch: at most twice ``timeout_s``. The next command connects
-again. Nothing is retried: whether a command that failed was applied is unknown, and the caller
-knows best what to do.
+within ``timeout_s`` of its write (a paused or overloaded server) closes the connection, failing
+every command still waiting on it, the batches sent just before included, with
+:class:`redis.exceptions.TimeoutError`. The bound is Redis's alone: a reply is counted as answered the
+moment the socket is read, in the loop's poll, and the timer only compares counts, so a busy event
+loop that gets to the socket late still reads a timely reply before the timer's verdict (a client
+that wakes a task per reply, then checks its timer, would time it out). A command queued while the
+connection is being made waits for the connect and then for its batch: at most twice ``timeout_s``.
+The next command connects again. Nothing is retried: whether a command that failed was applied is
+unknown, and the caller knows best what to do.
 """
 
 from __future__ import annotations

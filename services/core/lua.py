@@ -11,22 +11,26 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, Protocol
 
-import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from services.core.autopipeline import AutoPipeline, RedisArg
+from services.core.autopipeline import RedisArg
+
+
+class RedisCommands(Protocol):
+    """Anything that sends one command and awaits its reply: a redis-py client, or an
+    :class:`~services.core.autopipeline.AutoPipeline` (batched on one multiplexed connection)."""
+
+    def execute_command(self, *args: RedisArg) -> Awaitable[Any]: ...
 
 
 class LuaScript:
-    """``pipeline``: send ``EVALSHA`` through an :class:`AutoPipeline` to the same server (its own
-    connection, batched per event-loop turn) rather than one call each on ``redis``; ``redis`` still
-    loads the script when the server does not know it."""
+    """``lua`` run by ``EVALSHA`` on ``commands``, and loaded through the same connection when the
+    server does not know it."""
 
-    def __init__(self, redis: aioredis.Redis, lua: str, *, pipeline: AutoPipeline | None = None) -> None:
-        self._redis = redis
-        self._pipeline = pipeline
+    def __init__(self, commands: RedisCommands, lua: str) -> None:
+        self._commands = commands
         self._lua = lua
         self._sha = hashlib.sha1(lua.encode()).hexdigest()
 
@@ -34,10 +38,8 @@ class LuaScript:
         try:
             return await self._evalsha(keys, args)
         except NoScriptError:
-            await self._redis.script_load(self._lua)
+            await self._commands.execute_command("SCRIPT", "LOAD", self._lua)
             return await self._evalsha(keys, args)
 
     def _evalsha(self, keys: tuple[RedisArg, ...], args: tuple[RedisArg, ...]) -> Awaitable[Any]:
-        if self._pipeline is not None:
-            return self._pipeline.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
-        return self._redis.evalsha(self._sha, len(keys), *keys, *args)
+        return self._commands.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)

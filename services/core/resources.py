@@ -20,6 +20,7 @@ from fastapi import Depends, Request
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from services.core.autopipeline import AutoPipeline
 from services.core.settings import CoreSettings
 
 logger = logging.getLogger(__name__)
@@ -138,6 +139,15 @@ def postgres_check(pool: asyncpg.Pool) -> HealthCheck:
 def redis_check(client: aioredis.Redis) -> HealthCheck:
     async def check() -> None:
         await client.ping()
+
+    return check
+
+
+def pipeline_check(pipeline: AutoPipeline) -> HealthCheck:
+    """Redis as the requests reach it: through the auto-pipeline's connection."""
+
+    async def check() -> None:
+        await pipeline.execute_command("PING")
 
     return check
 

@@ -51,11 +51,19 @@ def serve_app(
 ) -> Iterator[ServedApp]:
     """Run ``app_factory(variant)`` under uvicorn; yield once ``/healthz`` answers 200."""
     port = processes.free_port(HOST)
+    # As under `lab up`: every worker writes its metrics where a scrape of any one of them adds them up.
+    metrics_dir = log_dir / f"metrics-{variant}-{port}"
+    metrics_dir.mkdir(parents=True)
     record = processes.spawn(
         f"{variant}-{port}",
         uvicorn_argv(host=HOST, port=port, workers=workers),
         log_path=log_dir / f"{variant}-{port}.log",
-        env={**os.environ, **env, **serve_env(app_factory, variant)},
+        env={
+            **os.environ,
+            **env,
+            **serve_env(app_factory, variant),
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        },
         port=port,
     )
     app = ServedApp(url=f"http://{HOST}:{port}", record=record)

@@ -10,7 +10,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from services.core.problems import Problem, problem_response
-from services.ratelimit.errors import InvalidApiKey, LimiterUnavailable, QuotaExceeded, RateLimitError
+from services.ratelimit.errors import (
+    InvalidApiKey,
+    LimiterOverloaded,
+    LimiterUnavailable,
+    QuotaExceeded,
+    RateLimitError,
+)
 from services.ratelimit.limiter import RateLimitedDep, ratelimit_fields
 
 router = APIRouter(prefix="/api/v1", tags=["resource"])
@@ -64,6 +70,14 @@ def to_problem(error: RateLimitError) -> Problem:
             kind="rate-limiter-unavailable",
             title="Service Unavailable",
             detail="the rate limiter cannot check requests right now and fails closed",
+            headers={"Retry-After": "1"},
+        )
+    if isinstance(error, LimiterOverloaded):
+        return Problem(
+            status=503,
+            kind="rate-limiter-overloaded",
+            title="Service Unavailable",
+            detail=f"this server is shedding load: {error}; retry in 1 s",
             headers={"Retry-After": "1"},
         )
     raise TypeError(f"unmapped rate-limiter error {error!r}")

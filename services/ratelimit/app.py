@@ -6,16 +6,16 @@ The two variants differ only here, in which limiter the guard is given.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from services.core.app import build_app
+from services.core.autopipeline import AutoPipeline
 from services.core.health import register_health_check
-from services.core.resources import open_bounded_redis, redis_check
+from services.core.resources import pipeline_check
 from services.ratelimit import api
-from services.ratelimit.hardened import FailurePolicy, RedisSlidingWindow
+from services.ratelimit.hardened import FailurePolicy, RedisSlidingWindow, ShedWhenBusy
 from services.ratelimit.limiter import RateLimitGuard
 from services.ratelimit.naive import FixedWindowCounter
 from services.ratelimit.ports import Policy, RateLimiter
@@ -29,15 +29,16 @@ async def wire_naive(_: FastAPI, __: RateLimitSettings, ___: AsyncExitStack) -> 
 
 
 async def wire_hardened(app: FastAPI, settings: RateLimitSettings, stack: AsyncExitStack) -> RateLimiter:
-    redis = await stack.enter_async_context(limiter_redis(settings))
-    register_health_check(app, name="redis", check=redis_check(redis))
-    window = RedisSlidingWindow.for_algorithm(redis, settings.ratelimit_algorithm)
-    return FailurePolicy(window, on_error=settings.ratelimit_on_redis_error)
+    checks = await stack.enter_async_context(limiter_checks(settings))
+    register_health_check(app, name="redis", check=pipeline_check(checks))
+    window = RedisSlidingWindow.for_algorithm(checks, settings.ratelimit_algorithm)
+    guarded = FailurePolicy(window, on_error=settings.ratelimit_on_redis_error)
+    return ShedWhenBusy(guarded, max_in_flight=settings.ratelimit_max_in_flight)
 
 
-def limiter_redis(settings: RateLimitSettings) -> AbstractAsyncContextManager[aioredis.Redis]:
-    """A client whose every wait is bounded by the limiter's budget."""
-    return open_bounded_redis(settings, budget_s=settings.ratelimit_redis_timeout_ms / 1000)
+def limiter_checks(settings: RateLimitSettings) -> AutoPipeline:
+    """The checks' one multiplexed connection, every batch bounded by the limiter's budget."""
+    return AutoPipeline(settings.redis_url, timeout_s=settings.ratelimit_redis_timeout_ms / 1000)
 
 
 VARIANTS: dict[str, WireLimiter] = {"naive": wire_naive, "hardened": wire_hardened}

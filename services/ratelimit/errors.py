@@ -24,3 +24,7 @@ class QuotaExceeded(RateLimitError):
 
 class LimiterUnavailable(RateLimitError):
     """The limiter's backend failed and the failure policy is ``closed``."""
+
+
+class LimiterOverloaded(RateLimitError):
+    """This app server has as many checks in flight as it allows; the request is shed, not admitted."""

@@ -7,12 +7,17 @@ The time comes from Redis (``TIME``), never from an app server's clock, so serve
 clocks still agree. Keys carry a hash tag (``{identity}``) so the design runs on Redis Cluster, and
 every key has a TTL.
 
-A limiter is a dependency in the request path, so its failure is a decision, not an accident:
-its Redis client bounds every wait by a short budget (``services.ratelimit.app.limiter_redis``),
-and :class:`FailurePolicy` turns a failed check into an admission (fail-open, counted in
-``ratelimit_backend_errors_total``) or a 503 (fail-closed).
+A limiter is a dependency in the request path, so its failure is a decision, not an accident.
+Every check goes out on one multiplexed connection (:class:`~services.core.autopipeline.AutoPipeline`),
+so no check waits for a pooled connection, and the budget is counted from the moment the check is
+written: "degraded" means Redis failed or took longer than the budget, never that this process was
+busy. :class:`FailurePolicy` turns such a failed check into an admission (fail-open, counted in
+``ratelimit_backend_errors_total``) or a 503 (fail-closed). An app server that is itself overloaded
+sheds (:class:`ShedWhenBusy`): past a bound of checks in flight it answers 503 with ``Retry-After``
+rather than queue more, and never admits unchecked.
 
-Proven by ``tests/integration/test_ratelimit_flaws.py`` and ``test_ratelimit_faults.py``.
+Proven by ``tests/integration/test_ratelimit_flaws.py`` (bursts of 300 and 1,000 at the defaults
+admit exactly the limit) and ``test_ratelimit_faults.py``.
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ import logging
 import redis.asyncio as aioredis
 from prometheus_client import Counter
 
-from services.core.lua import LuaScript
+from services.core.lua import LuaScript, RedisCommands
 from services.core.resources import read_resource
-from services.ratelimit.errors import LimiterUnavailable
+from services.ratelimit.errors import LimiterOverloaded, LimiterUnavailable
 from services.ratelimit.ports import BackendError, Decision, Policy, RateLimiter
 from services.ratelimit.settings import Algorithm
 from services.ratelimit.settings import FailurePolicy as FailurePolicyName
@@ -33,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 BACKEND_ERRORS = Counter(
     "ratelimit_backend_errors_total", "Checks the limiter could not make because Redis failed", ["policy"]
+)
+SHED = Counter(
+    "ratelimit_shed_total", "Requests refused with 503 because too many checks were in flight", ["policy"]
 )
 
 _KEY_PREFIX = {"sliding-log": "rl:log", "sliding-counter": "rl:ctr"}
@@ -43,11 +51,11 @@ class RedisSlidingWindow:
     """``algorithm`` picks the script: ``sliding-log`` (exact) or ``sliding-counter`` (approximate)."""
 
     @classmethod
-    def for_algorithm(cls, redis: aioredis.Redis, algorithm: Algorithm) -> RedisSlidingWindow:
+    def for_algorithm(cls, redis: RedisCommands, algorithm: Algorithm) -> RedisSlidingWindow:
         lua = read_resource("services.ratelimit", f"{algorithm.replace('-', '_')}.lua")
         return cls(redis, lua=lua, algorithm=algorithm)
 
-    def __init__(self, redis: aioredis.Redis, *, lua: str, algorithm: Algorithm) -> None:
+    def __init__(self, redis: RedisCommands, *, lua: str, algorithm: Algorithm) -> None:
         self._script = LuaScript(redis, lua)
         self._key_prefix = _KEY_PREFIX[algorithm]
         self._arguments: dict[Policy, tuple[bytes, bytes]] = {}
@@ -80,14 +88,13 @@ class RedisSlidingWindow:
 
 
 class FailurePolicy:
-    """Wraps a limiter: a check that fails (Redis down, or slower than the client's budget) admits
-    or refuses, as configured.
+    """Wraps a limiter: a check that fails (Redis down, or slower than the budget) admits or
+    refuses, as configured.
 
-    The time bound is the Redis client's, not an ``asyncio.timeout`` here: the client already gives
-    the pool, the connect and the read the budget each and never retries, so a stalled Redis costs
-    a request one budget (three in the worst case: a full pool, a new connection, then the read).
-    A second timer per check would add a timer-heap entry to every request of the service for no
-    tighter bound.
+    The time bound is the auto-pipeline's, not an ``asyncio.timeout`` here: one timer per batch of
+    checks, counted from the write, and nothing retried, so a stalled Redis costs a request one
+    budget (two when the connection is being made again). A timer per check would add a timer-heap
+    entry to every request for no tighter bound, and would fire on a busy loop's own lateness.
     """
 
     def __init__(self, inner: RateLimiter, *, on_error: FailurePolicyName) -> None:
@@ -108,3 +115,28 @@ class FailurePolicy:
         if self._on_error == "closed":
             raise LimiterUnavailable("the rate limiter's store is unavailable") from exc
         return Decision(allowed=True, remaining=policy.limit, reset_s=0, degraded=True)
+
+
+class ShedWhenBusy:
+    """Wraps a limiter: at most ``max_in_flight`` checks of this process wait on Redis at once; one
+    more is refused with :class:`LimiterOverloaded` (503, ``Retry-After``) instead of joining them.
+
+    What an overloaded app server must not do is turn its own backlog into admissions: the checks
+    waiting behind a flood each hold a request open, and a limiter that let them time out and fail
+    open would admit the flood. Shedding refuses the excess at once, before it costs Redis anything.
+    """
+
+    def __init__(self, inner: RateLimiter, *, max_in_flight: int) -> None:
+        self._inner = inner
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+
+    async def check(self, identity: str, policy: Policy) -> Decision:
+        if self._in_flight >= self._max_in_flight:
+            SHED.labels(policy.name).inc()
+            raise LimiterOverloaded(f"{self._in_flight} checks are already waiting on the rate limiter")
+        self._in_flight += 1
+        try:
+            return await self._inner.check(identity, policy)
+        finally:
+            self._in_flight -= 1

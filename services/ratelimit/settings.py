@@ -32,7 +32,12 @@ class RateLimitSettings(CoreSettings):
     ratelimit_algorithm: Algorithm = "sliding-log"
     # open: admit when Redis fails (availability first); closed: answer 503 (protection first).
     ratelimit_on_redis_error: FailurePolicy = "open"
-    # The longest a check may wait on Redis; a stalled Redis must not stall requests.
+    # The longest a check may wait on Redis, counted from when it is sent; a stalled Redis must not
+    # stall requests.
     ratelimit_redis_timeout_ms: int = Field(default=50, ge=1)
+    # Checks one app-server process lets wait on Redis at once; past it, requests are shed (503 with
+    # Retry-After), never admitted unchecked. Redis answers a batch of this size in a millisecond or
+    # two, so only a flood the process cannot serve reaches it.
+    ratelimit_max_in_flight: int = Field(default=1024, ge=1)
     # Peers whose X-Forwarded-For is believed (e.g. the lab's nginx). Nobody by default.
     trusted_proxies: list[IPv4Network | IPv6Network] = Field(default_factory=list)

@@ -79,7 +79,7 @@ class CachedRedirects:
         self._hot = hot
         self._release_lock = redis.register_script(read_resource("services.shortener", "release_lock.lua"))
         follow = read_resource("services.shortener", "follow.lua")
-        self._follow_script = LuaScript(redis, follow, pipeline=pipeline)
+        self._follow_script = LuaScript(pipeline, follow)
         self._inflight: dict[str, asyncio.Task[Target | None]] = {}
         self._channel = invalidation_channel(prefix)
 

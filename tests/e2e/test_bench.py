@@ -72,6 +72,7 @@ def test_ratelimit_bench_shows_the_flaw_and_the_fix(ratelimit_bench: Path) -> No
     assert variants["naive"]["audit"]["invariants"]["over_admitted_requests"] > 0
     assert variants["naive"]["audit"]["holds"] is False
     assert variants["hardened"]["audit"]["invariants"]["over_admitted_requests"] == 0
+    assert variants["hardened"]["audit"]["invariants"]["degraded_checks"] == 0  # Redis was healthy
     assert variants["hardened"]["audit"]["holds"] is True
 
 

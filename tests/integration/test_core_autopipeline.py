@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -48,6 +49,24 @@ def test_it_runs_on_uvloop_as_the_services_do(infra: InfraEndpoints, unique_id: 
             return await asyncio.gather(*(pipeline.execute_command("INCR", unique_id) for _ in range(3)))
 
     assert sorted(uvloop.run(count_three())) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+def test_a_reply_that_came_in_time_is_not_timed_out_by_a_busy_loop(
+    infra: InfraEndpoints, unique_id: str, run: Callable[[Coroutine[Any, Any, int]], int]
+) -> None:
+    # The service's own backlog is not Redis being slow: the loop is blocked for four budgets right
+    # after the write, Redis answers at once meanwhile, and the timer falls due before the loop gets
+    # back to the socket (uvloop runs timers before it polls).
+    async def busy_while_waiting() -> int:
+        async with AutoPipeline(infra.redis_url, timeout_s=0.05) as pipeline:
+            await pipeline.execute_command("PING")  # connected, so only the batch's own bound is in play
+            reply = pipeline.execute_command("INCR", unique_id)
+            await asyncio.sleep(0)  # the batch is written when this turn ends
+            time.sleep(0.2)  # noqa: ASYNC251 - blocking the loop is the point
+            return int(await reply)
+
+    assert run(busy_while_waiting()) == 1
 
 
 async def test_one_failing_command_fails_only_its_caller(
@@ -181,7 +200,7 @@ async def test_a_closed_pipeline_refuses_commands(infra: InfraEndpoints) -> None
 async def test_a_pipelined_script_is_loaded_again_after_redis_forgets_it(
     pipeline: AutoPipeline, redis_client: aioredis.Redis, unique_id: str
 ) -> None:
-    script = LuaScript(redis_client, "return redis.call('INCR', KEYS[1])", pipeline=pipeline)
+    script = LuaScript(pipeline, "return redis.call('INCR', KEYS[1])")
     first = await script.run((f"{unique_id}:n",), ())
     await redis_client.script_flush()  # what a restarted Redis knows of our scripts
     sent_before = pipeline.commands_sent
@@ -190,5 +209,6 @@ async def test_a_pipelined_script_is_loaded_again_after_redis_forgets_it(
 
     assert first == 1
     assert sorted(again) == [2, 3, 4]
-    # Through the pipeline both times: three EVALSHA answered NOSCRIPT, then three after the load.
-    assert pipeline.commands_sent - sent_before == 6
+    # All through the pipeline: three EVALSHA answered NOSCRIPT, each caller's SCRIPT LOAD, then
+    # three EVALSHA after the load.
+    assert pipeline.commands_sent - sent_before == 9

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from loadtests.environment import counter
 from services.lab.infra import InfraEndpoints
 from tests.support.servers import RunningApp, run_app
 
@@ -65,3 +66,9 @@ async def get(client: httpx.AsyncClient, *, headers: Mapping[str, str] | None = 
         headers=response.headers,
         body=response.json(),
     )
+
+
+async def degraded_checks(url: str) -> float:
+    """Checks the service admitted unchecked (its store failed or was slower than the budget), all
+    workers together."""
+    return await asyncio.to_thread(counter, url, "ratelimit_decisions", {"outcome": "degraded"})

@@ -1,12 +1,15 @@
-"""Rate-limiter pieces without I/O: identity, the naive window, the RateLimit fields."""
+"""Rate-limiter pieces without I/O: identity, the naive window, the RateLimit fields, shedding."""
 
 from __future__ import annotations
 
+import asyncio
 from ipaddress import ip_network
 
 import pytest
 
-from services.ratelimit.errors import InvalidApiKey
+from services.ratelimit.api import to_problem
+from services.ratelimit.errors import InvalidApiKey, LimiterOverloaded
+from services.ratelimit.hardened import ShedWhenBusy
 from services.ratelimit.identity import client_identity, client_ip
 from services.ratelimit.limiter import ratelimit_fields
 from services.ratelimit.naive import FixedWindowCounter
@@ -94,3 +97,36 @@ def test_fields_follow_the_draft_syntax() -> None:
 def test_a_degraded_decision_states_only_the_policy() -> None:
     fields = ratelimit_fields(Policy("default", 100, 60), Decision(True, 100, 0, degraded=True))
     assert fields == {"RateLimit-Policy": '"default";q=100;w=60'}
+
+
+class HeldChecks:
+    """A limiter whose checks wait until released: checks in flight, as a stalled store makes them."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def check(self, identity: str, policy: Policy) -> Decision:
+        await self.release.wait()
+        return Decision(allowed=True, remaining=policy.limit - 1, reset_s=1)
+
+
+async def test_shedding_refuses_past_the_bound_of_checks_in_flight_and_admits_nothing_unchecked() -> None:
+    held = HeldChecks()
+    limiter = ShedWhenBusy(held, max_in_flight=5)
+    policy = Policy("default", 100, 60)
+    waiting = [asyncio.create_task(limiter.check("a", policy)) for _ in range(5)]
+    await asyncio.sleep(0)  # the five are in flight now
+
+    with pytest.raises(LimiterOverloaded):
+        await limiter.check("a", policy)
+    held.release.set()
+    decisions = await asyncio.gather(*waiting)
+
+    assert all(d.allowed and not d.degraded for d in decisions)
+    assert (await limiter.check("a", policy)).allowed  # room again once they finished
+
+
+def test_a_shed_request_is_a_503_with_retry_after() -> None:
+    problem = to_problem(LimiterOverloaded("5 checks are already waiting on the rate limiter"))
+    assert problem.status == 503
+    assert problem.headers == {"Retry-After": "1"}
