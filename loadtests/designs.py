@@ -280,8 +280,8 @@ SHORTENER = BenchDesign(
     what_to_watch=(
         "Each run creates 1,000 links, then redirects over them with Zipf popularity, checking every "
         "Location. Both variants count every click; watch what it costs: the naive variant reads and "
-        "writes PostgreSQL on every redirect, the hardened one answers from Redis and counts clicks "
-        "in batches. Throughput and p99 tell the difference."
+        "writes PostgreSQL on every redirect, the hardened one answers from Redis and adds clicks "
+        "up in memory, written to PostgreSQL once a second. Throughput and p99 tell the difference."
     ),
     load_env={"LAB_SHORTENER_PROFILE": "zipf", "LAB_SHORTENER_SEED_LINKS": "1000"},
 )

@@ -1,10 +1,10 @@
 """Cache-aside on Redis for the redirect path, with stampede protection and negative caching.
 
-A hit answers from Redis and counts its click in the same round trip (``follow.lua``). A miss goes to
-PostgreSQL once per code at a time: concurrent misses in one process share one in-flight read, and
-across processes one filler holds a short Redis lock while the others poll the cache. Unknown codes
-are cached as "missing" for a short TTL, deletes overwrite the entry with a tombstone, and entries of
-expiring links never outlive the link.
+A hit answers from Redis in one ``GET`` (its click is added to the replica's in-memory tally,
+:mod:`services.shortener.clicks`). A miss goes to PostgreSQL once per code at a time: concurrent
+misses in one process share one in-flight read, and across processes one filler holds a short Redis
+lock while the others poll the cache. Unknown codes are cached as "missing" for a short TTL, deletes
+overwrite the entry with a tombstone, and entries of expiring links never outlive the link.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from services.core.autopipeline import AutoPipeline
-from services.core.lua import LuaScript
 from services.core.resources import read_resource
 from services.shortener.hotcache import Absent, HotKeyCache, invalidation_channel
 from services.shortener.links import Target, utc_now
@@ -51,11 +50,8 @@ _ERRORS = CACHE_RESULTS.labels("hardened", "error")
 
 
 class CachedRedirects:
-    """A :class:`~services.shortener.ports.Redirects` in front of :class:`PostgresLinks`.
-
-    ``pending_key`` names the Redis hash clicks are buffered in: a cache hit then reads the entry and
-    counts the click in one script call. ``None`` when ``clicks`` tallies in process instead.
-    """
+    """A :class:`~services.shortener.ports.Redirects` in front of :class:`PostgresLinks`; the
+    redirect path's reads go through ``pipeline``, batched per event-loop turn on one connection."""
 
     def __init__(
         self,
@@ -66,20 +62,16 @@ class CachedRedirects:
         settings: ShortenerSettings,
         pipeline: AutoPipeline,
         clicks: ClickCounter,
-        pending_key: str | None,
         hot: HotKeyCache | None = None,
     ) -> None:
         self._redis = redis
         self._pipeline = pipeline
         self._links = links
         self._clicks = clicks
-        self._pending_key = pending_key
         self._prefix = prefix
         self._settings = settings
         self._hot = hot
         self._release_lock = redis.register_script(read_resource("services.shortener", "release_lock.lua"))
-        follow = read_resource("services.shortener", "follow.lua")
-        self._follow_script = LuaScript(pipeline, follow)
         self._inflight: dict[str, asyncio.Task[Target | None]] = {}
         self._channel = invalidation_channel(prefix)
 
@@ -106,30 +98,19 @@ class CachedRedirects:
 
     async def _follow_shared(self, code: str, *, now: datetime) -> Target | None:
         try:
-            cached = await self._cached_and_counted(code, now=now)
-            if not isinstance(cached, _Miss):
+            cached = await self._cached(code)
+            if isinstance(cached, _Miss):
+                _MISSES.inc()
+                target = await self._fill_once(code)
+            else:
                 _HITS.inc()
-                return cached
-            _MISSES.inc()
-            target = await self._fill_once(code)
+                target = cached
         except RedisError as exc:  # a cache outage slows redirects down; it must not break them
             _ERRORS.inc()
             logger.warning("cache_unavailable code=%s error=%r", code, exc)
             target = await self._links.find_target(code)
         await self._count_if_live(code, target, now=now)
         return target
-
-    async def _cached_and_counted(self, code: str, *, now: datetime) -> Target | _Miss | None:
-        """A hit counts its click in the same round trip (``follow.lua``), unless clicks are tallied
-        in process, where counting costs no round trip anyway."""
-        if self._pending_key is None:
-            cached = await self._cached(code)
-            if not isinstance(cached, _Miss):
-                await self._count_if_live(code, cached, now=now)
-            return cached
-        keys = (self._entry_key(code), self._pending_key)
-        raw = await self._follow_script.run(keys, (code, epoch_ms(now)))
-        return MISS if raw is None else decode_entry(raw)
 
     async def _count_if_live(self, code: str, target: Target | None, *, now: datetime) -> None:
         if target is not None and target.is_live(now=now):
@@ -199,7 +180,7 @@ class CachedRedirects:
 
 
 def epoch_ms(moment: datetime) -> int:
-    """Whole milliseconds since the epoch, exact (no float): what ``follow.lua`` compares."""
+    """Whole milliseconds since the epoch, exact (no float): how an entry stores its expiry."""
     return (moment - EPOCH) // timedelta(milliseconds=1)
 
 

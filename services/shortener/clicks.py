@@ -1,153 +1,117 @@
-"""Clicks counted off the hot path: one Redis ``HINCRBY`` per redirect, written to PostgreSQL in batches.
+"""Clicks counted off the hot path: added up in each replica's memory and written to PostgreSQL in
+one transaction every ``LAB_SHORTENER_CLICK_FLUSH_INTERVAL_S``.
 
-Never lost, never counted twice: a flush atomically renames the pending hash to a batch of its own,
-adds the batch to ``links.clicks`` in one transaction that also records the batch id, and only then
-deletes it from Redis. A batch left behind by a crashed instance is taken over once its claim expires;
-a batch applied twice is recognised by its id and added once.
+A redirect answers ``302`` before its click is stored; that is the price of a redirect without a
+database write, and this module states exactly what it costs:
+
+- **Redis crashes:** nothing. Clicks never pass through Redis, so a killed Redis (which keeps the
+  cache in memory only) loses no click.
+- **PostgreSQL fails:** nothing while the replica lives. A batch that could not be written stays in
+  memory and is written again with the same id; the id is recorded in the same transaction that adds
+  the batch, so a batch whose commit was lost on the wire is added once, never twice.
+- **The replica stops gracefully:** nothing. Its lifespan writes what is left before it exits.
+- **The replica is killed:** what it counted since its last flush, at most one flush interval of its
+  own clicks (and, if PostgreSQL was also down, every batch still waiting for it).
+
+The counts a replica reports (``GET /api/v1/urls/{code}``) are the stored ones plus its own pending
+ones; another replica's pending clicks show up within one interval.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import asyncpg
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
 
-from services.shortener.metrics import CLICKS_COUNTED_IN_DATABASE, CLICKS_FLUSHED
+from services.shortener.metrics import CLICKS_FLUSHED
 from services.shortener.repository import PostgresLinks
 
 logger = logging.getLogger(__name__)
 
 RECORD_BATCH = "INSERT INTO click_batches (batch_id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING batch_id"
-# Flushes of several instances touch the same hot rows; one at a time rules out lock-order deadlocks.
+# Flushes of several replicas touch the same hot rows; the planner may update them in any order, and
+# one flush at a time rules out lock-order deadlocks between them.
 FLUSH_LOCK = "SELECT pg_advisory_xact_lock(hashtext('shortener-click-flush'))"
+# What a failed flush can raise: the server gone or refusing, the connection lost, the pool's wait over.
+FLUSH_FAILURES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
-class RedisClickBuffer:
-    """A :class:`~services.shortener.ports.ClickCounter` buffering counts in a Redis hash."""
+@dataclass
+class ClickBatch:
+    """Clicks taken out of the tally together, written together or not at all."""
 
-    def __init__(
-        self, redis: aioredis.Redis, links: PostgresLinks, *, prefix: str, claim_ttl_s: float
-    ) -> None:
-        self._redis = redis
+    counts: Counter[str]
+    batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+class ClickTally:
+    """A :class:`~services.shortener.ports.ClickCounter` that adds clicks up in memory."""
+
+    def __init__(self, links: PostgresLinks) -> None:
         self._links = links
-        self._pool = links.pool
-        self.pending_key = f"{prefix}clicks:pending"
-        self._batch_prefix = f"{prefix}clicks:batch:"
-        self._claim_prefix = f"{prefix}clicks:claim:"
-        self._claim_ttl_ms = int(claim_ttl_s * 1000)
-
-    async def record(self, code: str) -> None:
-        try:
-            await self._redis.hincrby(self.pending_key, code, 1)
-        except RedisError as exc:
-            # Degraded, not broken: while Redis is out, count the way the naive variant does.
-            CLICKS_COUNTED_IN_DATABASE.inc()
-            logger.warning("click_buffer_unavailable code=%s error=%r", code, exc)
-            await self._links.add_click(code)
-
-    async def record_many(self, counts: Mapping[str, int]) -> None:
-        """Several codes' clicks in one round trip (what an in-process tally pushes)."""
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for code, clicks in counts.items():
-                    pipe.hincrby(self.pending_key, code, clicks)
-                await pipe.execute()
-        except RedisError as exc:
-            CLICKS_COUNTED_IN_DATABASE.inc(sum(counts.values()))
-            logger.warning("click_buffer_unavailable codes=%d error=%r", len(counts), exc)
-            await self._links.add_clicks(counts)
-
-    async def unflushed(self, code: str) -> int:
-        try:
-            return int(await self._redis.hget(self.pending_key, code) or 0)
-        except RedisError as exc:  # the pending count is unknown, the stored count is still right
-            logger.warning("click_buffer_unavailable code=%s error=%r", code, exc)
-            return 0
-
-    async def flush(self) -> int:
-        """Move what is pending into PostgreSQL; returns the clicks written."""
-        batch_id = uuid.uuid4().hex
-        await self._claim(batch_id)
-        try:
-            await self._redis.rename(self.pending_key, self._batch_prefix + batch_id)
-        except ResponseError:  # "no such key": nothing was clicked since the last flush
-            await self._redis.delete(self._claim_prefix + batch_id)
-            return 0
-        return await self._apply(batch_id)
-
-    async def recover_orphans(self) -> int:
-        """Apply batches whose flusher died between renaming and applying them."""
-        written = 0
-        async for key in self._redis.scan_iter(match=self._batch_prefix + "*", count=100):
-            batch_id = _text(key).removeprefix(self._batch_prefix)
-            if await self._claim(batch_id):
-                logger.info("click_batch_recovered batch=%s", batch_id)
-                written += await self._apply(batch_id)
-        return written
-
-    async def _claim(self, batch_id: str) -> bool:
-        claimed = await self._redis.set(self._claim_prefix + batch_id, "1", nx=True, px=self._claim_ttl_ms)
-        return bool(claimed)
-
-    async def _apply(self, batch_id: str) -> int:
-        counts = await self._redis.hgetall(self._batch_prefix + batch_id)
-        clicks = {_text(code): int(n) for code, n in counts.items()}
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(FLUSH_LOCK)
-            if await conn.fetchval(RECORD_BATCH, batch_id) is not None:
-                await self._links.add_clicks(clicks, conn=conn)
-        await self._redis.delete(self._batch_prefix + batch_id, self._claim_prefix + batch_id)
-        CLICKS_FLUSHED.inc(sum(clicks.values()))
-        return sum(clicks.values())
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-class InProcessTally:
-    """A :class:`~services.shortener.ports.ClickCounter` adding clicks up in memory and pushing them to
-    the Redis buffer every ``LAB_SHORTENER_CLICK_TALLY_MS``: no network on the redirect path at all,
-    at the price of losing at most one interval of clicks if the process is killed."""
-
-    def __init__(self, buffer: RedisClickBuffer) -> None:
-        self._buffer = buffer
         self._counts: Counter[str] = Counter()
+        # Taken from the tally, not yet known to be stored. Only the first may have been tried (and
+        # may be stored already, its commit unconfirmed), so new counts never join it; they join the
+        # second, which keeps the list at two batches however long PostgreSQL is away.
+        self._unconfirmed: list[ClickBatch] = []
 
     async def record(self, code: str) -> None:
         self._counts[code] += 1
 
     async def unflushed(self, code: str) -> int:
-        return self._counts[code] + await self._buffer.unflushed(code)
+        return self._counts[code] + sum(batch.counts[code] for batch in self._unconfirmed)
 
-    async def push(self) -> None:
+    @property
+    def pending(self) -> int:
+        """Clicks this replica has answered and not yet stored: what a crash now would lose."""
+        return self._counts.total() + sum(batch.counts.total() for batch in self._unconfirmed)
+
+    async def flush(self) -> int:
+        """Write every pending click; returns how many. A failure leaves them pending and raises."""
+        self._take_counts()
+        written = 0
+        while self._unconfirmed:
+            batch = self._unconfirmed[0]
+            await self._write(batch)
+            self._unconfirmed.pop(0)
+            written += batch.counts.total()
+        return written
+
+    def _take_counts(self) -> None:
+        if not self._counts:
+            return
         counts, self._counts = self._counts, Counter()
-        if counts:
-            await self._buffer.record_many(counts)
+        if len(self._unconfirmed) == 2:
+            self._unconfirmed[1].counts.update(counts)
+        else:
+            self._unconfirmed.append(ClickBatch(counts))
+
+    async def _write(self, batch: ClickBatch) -> None:
+        async with self._links.pool.acquire() as conn, conn.transaction():
+            await conn.execute(FLUSH_LOCK)
+            if await conn.fetchval(RECORD_BATCH, batch.batch_id) is not None:
+                await self._links.add_clicks(batch.counts, conn=conn)
+        CLICKS_FLUSHED.inc(batch.counts.total())
 
 
-async def keep_pushing(tally: InProcessTally, *, interval_s: float) -> None:
-    while True:
-        await asyncio.sleep(interval_s)
-        await tally.push()  # record_many never raises: a Redis outage falls back to PostgreSQL
-
-
-async def keep_flushing(clicks: RedisClickBuffer, *, interval_s: float, recovery_interval_s: float) -> None:
-    """Each hardened instance's flush loop; an outage delays counts, it does not drop them."""
-    next_recovery = time.monotonic()
+async def keep_flushing(tally: ClickTally, *, interval_s: float) -> None:
+    """Each hardened replica's flush loop; an outage delays counts, it does not drop them."""
     while True:
         await asyncio.sleep(interval_s)
         try:
-            await clicks.flush()
-            if time.monotonic() >= next_recovery:
-                next_recovery = time.monotonic() + recovery_interval_s
-                await clicks.recover_orphans()
-        except (OSError, RedisError, asyncpg.PostgresError) as exc:
-            logger.warning("click_flush_failed error=%r", exc)
+            await tally.flush()
+        except FLUSH_FAILURES as exc:
+            logger.warning("click_flush_failed pending=%d error=%r", tally.pending, exc)
+
+
+async def flush_on_shutdown(tally: ClickTally) -> None:
+    """The last flush of a replica that stops; if PostgreSQL is down now, its pending clicks are lost,
+    and the log says how many."""
+    try:
+        await tally.flush()
+    except FLUSH_FAILURES as exc:
+        logger.error("click_flush_on_shutdown_failed lost=%d error=%r", tally.pending, exc)

@@ -7,17 +7,17 @@ and never a collision check. Shown by ``tests/integration/test_shortener_keys.py
 from two processes, 10,000 distinct codes).
 
 Fix 2, redirects: cache-aside on Redis (:mod:`services.shortener.cache`) with one database read per
-code at a time (no stampede), negative caching and tombstones on delete; a cache hit reads the entry
-and counts the click in one script call (``follow.lua``), and clicks are flushed from Redis to
-PostgreSQL in batches (:mod:`services.shortener.clicks`). Shown by
+code at a time (no stampede), negative caching and tombstones on delete; a cache hit is one ``GET``,
+and clicks are added up in the replica's memory and written to PostgreSQL once a second
+(:mod:`services.shortener.clicks`, which states what a crash of each part costs). Shown by
 ``tests/integration/test_shortener_stampede.py`` (200 concurrent misses, one database read),
 ``test_shortener_replicas.py`` (410 on every replica after a delete) and
-``test_shortener_clicks.py`` (no click lost).
+``test_shortener_clicks.py`` (no click lost to a Redis crash or a clean stop; a killed replica loses
+at most one flush interval of its clicks).
 
 Optional, off by default: a replica-local hot-key cache with delete broadcasts
-(:mod:`services.shortener.hotcache`, ``LAB_SHORTENER_HOT_CACHE_TTL_MS``) and an in-process click tally
-(``LAB_SHORTENER_CLICK_TALLY_MS``); each trades a stated bound (staleness, clicks lost on a crash) for a
-redirect path without network round trips.
+(:mod:`services.shortener.hotcache`, ``LAB_SHORTENER_HOT_CACHE_TTL_MS``), which trades a stated
+staleness bound for a redirect path without network round trips.
 """
 
 from __future__ import annotations
@@ -29,18 +29,16 @@ from collections.abc import AsyncIterator, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-import asyncpg
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from services.core.autopipeline import AutoPipeline
 from services.core.health import register_health_check
 from services.core.resources import apply_schema, open_redis, read_resource, redis_check
 from services.shortener.cache import CachedRedirects
-from services.shortener.clicks import InProcessTally, RedisClickBuffer, keep_flushing, keep_pushing
+from services.shortener.clicks import ClickTally, flush_on_shutdown, keep_flushing
 from services.shortener.hotcache import HotKeyCache, invalidation_channel, listen_for_invalidations
 from services.shortener.keypool import KeyPool, keep_pool_filled
-from services.shortener.ports import Adapters, ClickCounter, Wiring
+from services.shortener.ports import Adapters, Wiring
 from services.shortener.settings import ShortenerSettings
 
 logger = logging.getLogger(__name__)
@@ -59,8 +57,7 @@ async def open_adapters(wiring: Wiring) -> AsyncIterator[Adapters]:
         for sql in ("keypool.sql", "clicks.sql"):
             await apply_schema(wiring.pool, read_resource("services.shortener", sql))
         keys = await stack.enter_async_context(open_key_pool(wiring))
-        buffer = await stack.enter_async_context(open_click_buffer(redis, wiring))
-        clicks = await stack.enter_async_context(open_click_counter(buffer, settings=settings))
+        clicks = await stack.enter_async_context(open_click_tally(wiring))
         hot = await stack.enter_async_context(open_hot_cache(redis, prefix=prefix, settings=settings))
         redirects = CachedRedirects(
             redis,
@@ -69,7 +66,6 @@ async def open_adapters(wiring: Wiring) -> AsyncIterator[Adapters]:
             settings=settings,
             pipeline=pipeline,
             clicks=clicks,
-            pending_key=buffer.pending_key if clicks is buffer else None,
             hot=hot,
         )
         yield Adapters(codes=keys, redirects=redirects, clicks=clicks)
@@ -92,49 +88,15 @@ async def open_key_pool(wiring: Wiring) -> AsyncIterator[KeyPool]:
 
 
 @asynccontextmanager
-async def open_click_buffer(redis: aioredis.Redis, wiring: Wiring) -> AsyncIterator[RedisClickBuffer]:
-    """Clicks buffered in Redis, flushed on a timer and once more on shutdown: nothing left behind."""
-    settings = wiring.settings
-    buffer = RedisClickBuffer(
-        redis, wiring.links, prefix=wiring.redis_prefix, claim_ttl_s=settings.shortener_click_claim_ttl_s
-    )
-    flushing = keep_flushing(
-        buffer,
-        interval_s=settings.shortener_click_flush_interval_s,
-        recovery_interval_s=settings.shortener_click_recovery_interval_s,
-    )
+async def open_click_tally(wiring: Wiring) -> AsyncIterator[ClickTally]:
+    """Clicks added up in memory, flushed on a timer and once more on shutdown: a clean stop loses none."""
+    tally = ClickTally(wiring.links)
+    flushing = keep_flushing(tally, interval_s=wiring.settings.shortener_click_flush_interval_s)
     try:
         async with background(flushing):
-            yield buffer
-    finally:
-        await _flush_on_shutdown(buffer)
-
-
-async def _flush_on_shutdown(buffer: RedisClickBuffer) -> None:
-    try:
-        await buffer.flush()
-    except (
-        OSError,
-        RedisError,
-        asyncpg.PostgresError,
-    ) as exc:  # the counts stay in Redis for the next instance
-        logger.warning("click_flush_on_shutdown_failed error=%r", exc)
-
-
-@asynccontextmanager
-async def open_click_counter(
-    clicks: RedisClickBuffer, *, settings: ShortenerSettings
-) -> AsyncIterator[ClickCounter]:
-    """Each click its own ``HINCRBY`` by default; an in-process tally when ``CLICK_TALLY_MS`` is set."""
-    if not settings.shortener_click_tally_ms:
-        yield clicks
-        return
-    tally = InProcessTally(clicks)
-    async with background(keep_pushing(tally, interval_s=settings.shortener_click_tally_ms / 1000)):
-        try:
             yield tally
-        finally:
-            await tally.push()  # a clean stop loses nothing
+    finally:
+        await flush_on_shutdown(tally)
 
 
 @asynccontextmanager

@@ -15,7 +15,4 @@ CACHE_RESULTS = Counter(
 )
 KEYPOOL_LEASED = Counter("shortener_keypool_leased_codes", "Codes leased from the key pool")
 KEYPOOL_GENERATED = Counter("shortener_keypool_generated_codes", "Codes added to the key pool")
-CLICKS_FLUSHED = Counter("shortener_clicks_flushed", "Clicks written from Redis to PostgreSQL")
-CLICKS_COUNTED_IN_DATABASE = Counter(
-    "shortener_clicks_counted_in_database", "Clicks counted in PostgreSQL directly because Redis failed"
-)
+CLICKS_FLUSHED = Counter("shortener_clicks_flushed", "Clicks written from a replica's tally to PostgreSQL")

@@ -55,12 +55,6 @@ class ShortenerSettings(CoreSettings):
     shortener_hot_cache_ttl_ms: int = Field(default=0, ge=0, le=60_000)
     shortener_hot_cache_max_entries: int = Field(default=10_000, ge=1)
 
-    # Optional: clicks added up in process this long before one Redis round trip carries them (0 = off,
-    # every click is its own HINCRBY). A crash loses at most this long of clicks; a clean stop none.
-    shortener_click_tally_ms: int = Field(default=0, ge=0, le=10_000)
-    # Clicks (hardened): how often counts buffered in Redis are written to PostgreSQL.
+    # Clicks (hardened): how often each replica writes the clicks it added up to PostgreSQL. A replica
+    # that is killed loses at most this long of its own clicks; a clean stop and a Redis crash none.
     shortener_click_flush_interval_s: float = Field(default=1.0, gt=0)
-    # A flush claimed by an instance that then died is taken over after this long, by the next
-    # instance that looks for such leftovers (it looks this often).
-    shortener_click_claim_ttl_s: float = Field(default=30.0, gt=0)
-    shortener_click_recovery_interval_s: float = Field(default=30.0, gt=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -29,9 +30,9 @@ FAST_ENV = {
 }
 
 
-# The hardened variant with both optional speed-ups on: a replica-local cache (long TTL, so only the
-# delete broadcast can explain a prompt 410) and clicks tallied in process for 100 ms.
-HOT_ENV = {"LAB_SHORTENER_HOT_CACHE_TTL_MS": "30000", "LAB_SHORTENER_CLICK_TALLY_MS": "100"}
+# The hardened variant with its optional replica-local cache on (a long TTL, so only the delete
+# broadcast can explain a prompt 410).
+HOT_ENV = {"LAB_SHORTENER_HOT_CACHE_TTL_MS": "30000"}
 CONFIGS = {"naive": ("naive", {}), "hardened": ("hardened", {}), "hardened-hot": ("hardened", HOT_ENV)}
 
 
@@ -95,6 +96,37 @@ async def _exchange(
         headers[name.strip().lower()] = value.strip()
     length = int(headers.get("content-length", "0"))
     return Reply(status=status, headers=headers, body=await reader.readexactly(length) if length else b"")
+
+
+@dataclass(frozen=True)
+class Answered:
+    replica: str
+    status: int
+    at: float  # time.monotonic() when the answer was read
+
+
+async def keep_requesting(base_url: str, path: str, *, until: float, connections: int = 4) -> list[Answered]:
+    """``GET path`` over ``connections`` keep-alive connections, one request after another on each,
+    until ``until`` (``time.monotonic()``) or until the server goes away: the answers it gave."""
+    url = httpx.URL(base_url)
+    answers: list[Answered] = []
+
+    async def connection() -> None:
+        try:
+            reader, writer = await asyncio.open_connection(url.host, url.port)
+        except OSError:
+            return
+        try:
+            while time.monotonic() < until:
+                reply = await _exchange(reader, writer, url.host, Call("GET", path))
+                answers.append(Answered(replica=base_url, status=reply.status, at=time.monotonic()))
+        except (OSError, asyncio.IncompleteReadError, IndexError, ValueError):
+            return  # the server went away mid-answer: that request was not answered
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(connections)))
+    return answers
 
 
 def create(url: str, **body: object) -> str:
