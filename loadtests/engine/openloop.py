@@ -1,0 +1,186 @@
+"""The engine inside Locust: open-loop arrivals, one overall deadline per request, exact recording.
+
+Imported only by locustfiles (importing Locust monkey-patches the interpreter). A design's users
+module defines what one request is, once, and gets both ways of loading it:
+
+- :class:`OpenLoopUser`: one scheduler per load-generator process issues requests at the times the
+  schedule says (``LAB_LOAD_SCHEDULE``), each in a greenlet of its own, whatever the answers do; the
+  latency of a request is measured from its *intended* start, so a stall shows as the backlog real
+  arrivals build (no coordinated omission). A bound on requests in flight
+  (``LAB_LOAD_MAX_IN_FLIGHT``) keeps a dead server from costing the generator unbounded memory; a
+  request it stops is counted ``not_sent``. When the schedule ends, requests in flight are waited for,
+  up to the deadline, and what is still missing then is counted ``unfinished``.
+- closed-loop users (any ``FastHttpUser`` of the module): their requests are recorded through
+  Locust's request event, exactly, from their real start; :func:`within_deadline` gives a closed-loop
+  call the same overall deadline.
+
+Every request has one deadline (``LAB_LOAD_DEADLINE_S``) for connect, send and answer together, kept
+by a ``gevent.Timeout`` raising :class:`DeadlinePassed`: Locust's own timeouts bound each socket
+operation, not the request. A request
+past its deadline is a ``timeouts`` outcome, never a latency sample.
+
+Each process writes its :class:`~loadtests.engine.recording.Recording` to ``LAB_BENCH_RECORD_DIR``
+when the test stops; the runner merges them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gevent
+from gevent.pool import Group
+from locust import FastHttpUser, events, task
+from locust.env import Environment
+from locust.runners import MasterRunner
+
+from loadtests.engine.recording import Recording, Window, windows_of
+from loadtests.engine.schedule import Schedule
+
+DEFAULT_DEADLINE_S = 2.0
+DEFAULT_MAX_IN_FLIGHT = 4096
+
+
+class DeadlinePassed(BaseException):
+    """Raised into a request whose deadline passed. Not a ``gevent.Timeout``: Locust's HTTP client
+    catches those and reports a failure; a deadline is an outcome of its own, and a ``BaseException``
+    so that nothing on the way catches it."""
+
+
+class RunClock:
+    """This process's view of the run: when it started, what it records, and the knobs it read."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.started_at_unix = time.time()
+        self.deadline_s = float(os.environ.get("LAB_LOAD_DEADLINE_S", DEFAULT_DEADLINE_S))
+        self.schedule = _schedule_from_env()
+        self.recording = Recording(_windows(self.schedule))
+
+    def now_s(self) -> float:
+        return time.monotonic() - self.started
+
+
+_clock: RunClock | None = None
+
+
+def clock() -> RunClock:
+    if _clock is None:
+        raise RuntimeError("the load engine's clock starts with the test (events.test_start)")
+    return _clock
+
+
+def _schedule_from_env() -> Schedule | None:
+    text = os.environ.get("LAB_LOAD_SCHEDULE")
+    return Schedule.from_json(text) if text else None
+
+
+def _windows(schedule: Schedule | None) -> list[Window]:
+    warmup_s = float(os.environ.get("LAB_LOAD_WARMUP_S", "0"))
+    if schedule is None:  # closed loop: one window over the run's stated duration
+        duration_s = float(os.environ.get("LAB_LOAD_DURATION_S", "inf"))
+        return windows_of([(0.0, duration_s, None)], warmup_s=warmup_s)
+    phases = [(s, e, p.rate) for (s, e), p in zip(schedule.phase_bounds(), schedule.phases, strict=True)]
+    return windows_of(phases, warmup_s=warmup_s)
+
+
+@events.test_start.add_listener  # type: ignore[untyped-decorator]
+def _start_clock(environment: Environment, **_: Any) -> None:
+    global _clock
+    _clock = RunClock()
+
+
+@events.test_stop.add_listener  # type: ignore[untyped-decorator]
+def _write_recording(environment: Environment, **_: Any) -> None:
+    directory = os.environ.get("LAB_BENCH_RECORD_DIR")
+    if _clock is None or directory is None or isinstance(environment.runner, MasterRunner):
+        return  # the master of a distributed run issues nothing; its workers write theirs
+    document = {"started_at_unix": _clock.started_at_unix, "recording": _clock.recording.to_json()}
+    Path(directory, f"recording-{os.getpid()}.json").write_text(json.dumps(document))
+
+
+@events.request.add_listener  # type: ignore[untyped-decorator]
+def _record_closed_loop(response_time: float, exception: BaseException | None, **_: Any) -> None:
+    """Every request of a closed-loop user, from its real start; the open loop records its own."""
+    current = gevent.getcurrent()
+    if _clock is None or getattr(current, "lab_open_loop", False):
+        if exception is not None:
+            current.lab_failed = True
+        return
+    answered_s = _clock.now_s()
+    started_s = answered_s - response_time / 1000
+    _clock.recording.offered(intended_s=started_s, sent_s=started_s)
+    _clock.recording.answered(intended_s=started_s, answered_s=answered_s, ok=exception is None)
+
+
+@contextmanager
+def within_deadline() -> Iterator[None]:
+    """Give a closed-loop call the run's one overall deadline; past it, a ``timeouts`` outcome."""
+    run = clock()
+    started_s = run.now_s()
+    try:
+        with gevent.Timeout(run.deadline_s, DeadlinePassed):
+            yield
+    except DeadlinePassed:
+        run.recording.offered(intended_s=started_s, sent_s=started_s)
+        run.recording.ended("timeouts", intended_s=started_s, at_s=run.now_s())
+
+
+class OpenLoopUser(FastHttpUser):
+    """One per load-generator process: issues :meth:`send` on the schedule. A subclass implements
+    :meth:`send` (one request with ``catch_response`` marking success or failure)."""
+
+    abstract = True
+    concurrency = DEFAULT_MAX_IN_FLIGHT  # the HTTP pool's connections: never the bound that binds
+    worker_count: ClassVar[int] = int(os.environ.get("LAB_LOAD_PROCESSES", "1"))
+
+    def send(self) -> None:
+        raise NotImplementedError
+
+    @task
+    def follow_schedule(self) -> None:
+        run = clock()
+        if run.schedule is None:
+            raise RuntimeError("an open-loop user needs LAB_LOAD_SCHEDULE")
+        in_flight = Group()
+        bound = int(os.environ.get("LAB_LOAD_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT))
+        for intended_s in run.schedule.arrivals(worker=self._worker_index(), workers=self.worker_count):
+            gevent.sleep(max(0.0, intended_s - run.now_s()))
+            if len(in_flight) >= bound:
+                run.recording.offered(intended_s=intended_s, sent_s=run.now_s())
+                run.recording.ended("not_sent", intended_s=intended_s, at_s=run.now_s())
+                continue
+            in_flight.spawn(self._send_one, run, intended_s)
+        _wait_for(in_flight, run)
+        gevent.sleep(float("inf"))  # the run's time is up soon; nothing more to issue
+
+    def _worker_index(self) -> int:
+        return max(0, int(getattr(self.environment.runner, "worker_index", 0)))
+
+    def _send_one(self, run: RunClock, intended_s: float) -> None:
+        current = gevent.getcurrent()
+        current.lab_open_loop = True
+        current.lab_intended_s = intended_s
+        run.recording.offered(intended_s=intended_s, sent_s=run.now_s())
+        remaining_s = intended_s + run.deadline_s - run.now_s()
+        try:
+            with gevent.Timeout(max(remaining_s, 0.001), DeadlinePassed):
+                self.send()
+        except DeadlinePassed:
+            run.recording.ended("timeouts", intended_s=intended_s, at_s=run.now_s())
+            return
+        failed = getattr(current, "lab_failed", False)
+        run.recording.answered(intended_s=intended_s, answered_s=run.now_s(), ok=not failed)
+
+
+def _wait_for(in_flight: Group, run: RunClock) -> None:
+    """Requests still out when the schedule ends get until their deadline, then count as unfinished."""
+    in_flight.join(timeout=run.deadline_s + 0.5)
+    for greenlet in list(in_flight):
+        run.recording.ended("unfinished", intended_s=greenlet.lab_intended_s, at_s=run.now_s())
+    in_flight.kill(block=False)
