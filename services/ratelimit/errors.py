@@ -1,7 +1,9 @@
-"""Domain errors of the rate limiter; ``api.py`` maps them to HTTP in one place."""
+"""Domain errors of the rate limiter, and their one mapping to problem+json (:data:`ERRORS`)."""
 
 from __future__ import annotations
 
+from services.core.problems import ErrorMapping, Problem
+from services.ratelimit.fields import ratelimit_fields
 from services.ratelimit.ports import Decision, Policy
 
 
@@ -24,3 +26,31 @@ class QuotaExceeded(RateLimitError):
 
 class LimiterUnavailable(RateLimitError):
     """The limiter's backend failed and the failure policy is ``closed``."""
+
+
+def to_problem(error: RateLimitError) -> Problem:
+    """The one place a rate-limiter error becomes HTTP."""
+    if isinstance(error, QuotaExceeded):
+        retry_after = max(1, error.decision.reset_s)  # never earlier than the field's t
+        return Problem(
+            status=429,
+            kind="quota-exceeded",
+            title="Too Many Requests",
+            detail=f"quota '{error.policy.name}' of {error.policy.limit} requests per "
+            f"{error.policy.window_s} s is used up; retry in {retry_after} s",
+            headers={**ratelimit_fields(error.policy, error.decision), "Retry-After": str(retry_after)},
+        )
+    if isinstance(error, InvalidApiKey):
+        return Problem(status=400, kind="invalid-api-key", title="Invalid API key", detail=str(error))
+    if isinstance(error, LimiterUnavailable):
+        return Problem(
+            status=503,
+            kind="rate-limiter-unavailable",
+            title="Service Unavailable",
+            detail="the rate limiter cannot check requests right now and fails closed",
+            headers={"Retry-After": "1"},
+        )
+    raise TypeError(f"unmapped rate-limiter error {error!r}")
+
+
+ERRORS = ErrorMapping(base=RateLimitError, to_problem=to_problem)

@@ -26,8 +26,7 @@ from services.core.lua import LuaScript
 from services.core.resources import read_resource
 from services.ratelimit.errors import LimiterUnavailable
 from services.ratelimit.ports import BackendError, Decision, Policy, RateLimiter
-from services.ratelimit.settings import Algorithm
-from services.ratelimit.settings import FailurePolicy as FailurePolicyName
+from services.ratelimit.settings import Algorithm, FailureMode
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +89,7 @@ class FailurePolicy:
     tighter bound.
     """
 
-    def __init__(self, inner: RateLimiter, *, on_error: FailurePolicyName) -> None:
+    def __init__(self, inner: RateLimiter, *, on_error: FailureMode) -> None:
         self._inner = inner
         self._on_error = on_error
 

@@ -7,8 +7,8 @@ from ipaddress import ip_network
 import pytest
 
 from services.ratelimit.errors import InvalidApiKey
+from services.ratelimit.fields import ratelimit_fields
 from services.ratelimit.identity import client_identity, client_ip
-from services.ratelimit.limiter import ratelimit_fields
 from services.ratelimit.naive import FixedWindowCounter
 from services.ratelimit.ports import Decision, Policy
 
