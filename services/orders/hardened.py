@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -47,8 +46,6 @@ from services.orders.idempotency import IdempotencyPolicy
 from services.orders.ports import FlashSale, OrderRecord, OrderReply, PlaceOrder, StockLevel
 from services.orders.settings import OrdersSettings
 from services.orders.soldout import GateVerdict, SoldOutGate
-
-logger = logging.getLogger(__name__)
 
 SEED_INVENTORY = """
 INSERT INTO inventory (sku, available) VALUES ($1, $2)
