@@ -1,6 +1,7 @@
 """RFC 9457 ``application/problem+json`` errors, mapped to HTTP in one place.
 
-Designs raise :class:`Problem` (usually from their own domain-error mapping); validation errors,
+A design raises its own domain errors and maps them to :class:`Problem` once, in its ``errors.py``,
+as an :class:`ErrorMapping` that :func:`services.core.app.build_app` installs; validation errors,
 unknown routes and anything unexpected are turned into the same shape here, so a client never sees
 an HTML page or a bare 500 without a body.
 """
@@ -8,21 +9,24 @@ an HTML page or a bare 500 without a body.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "/problems/"
 
 logger = logging.getLogger(__name__)
+
+DomainError = TypeVar("DomainError", bound=Exception)
 
 
 class Problem(Exception):
@@ -77,6 +81,22 @@ def problem_response(problem: Problem) -> JSONResponse:
     )
 
 
+@dataclass(frozen=True)
+class ErrorMapping(Generic[DomainError]):
+    """A design's domain errors (``base`` and every subclass) and the one function that shows each
+    as a problem; installed once per app, so no route wraps its calls to translate errors."""
+
+    base: type[DomainError]
+    to_problem: Callable[[DomainError], Problem]
+
+
+def install_error_mapping(app: FastAPI, mapping: ErrorMapping[Any]) -> None:
+    async def on_domain_error(_: Request, exc: Exception) -> JSONResponse:
+        return problem_response(mapping.to_problem(exc))
+
+    app.add_exception_handler(mapping.base, on_domain_error)
+
+
 async def _on_problem(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Problem)
     return problem_response(exc)
@@ -101,7 +121,7 @@ def _describe_validation_error(error: Mapping[str, Any]) -> str:
 
 
 async def _on_http_exception(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
+    assert isinstance(exc, HTTPException)
     problem = Problem(
         status=exc.status_code,
         kind=_kind_for_status(exc.status_code),
@@ -173,5 +193,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     """Make every error the app can produce a problem+json response."""
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
-    app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    app.add_exception_handler(HTTPException, _on_http_exception)
     app.add_exception_handler(Exception, _on_unexpected_error)

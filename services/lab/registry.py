@@ -4,11 +4,17 @@ no design imports the lab."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+ServiceKind = Literal["variant", "supporting"]
+"""A design's variant (``naive``, ``hardened``), or a supporting service the variants call (the order
+flow's inventory service and payment gateway), which is a variant of nothing."""
 
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """An HTTP service: ``app_factory`` is ``module:function`` taking the variant name."""
+    """An HTTP service: ``app_factory`` is ``module:function`` taking ``variant``, the name the
+    service is served under (for a supporting service, what it is: ``inventory``)."""
 
     design: str
     variant: str
@@ -18,6 +24,7 @@ class ServiceSpec:
     # The setting through which other services find this one; the lab fills it with the real URL,
     # so moving a port never leaves a caller pointing at the old one.
     url_setting: str | None = None
+    kind: ServiceKind = "variant"
 
     @property
     def name(self) -> str:
@@ -44,9 +51,9 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("ratelimit", "hardened", "services.ratelimit.app:create_app", "ratelimit_hardened_port",
                 workers=2),
     ServiceSpec("orders", "inventory", "services.orders.inventory:create_app", "inventory_port",
-                url_setting="LAB_ORDERS_INVENTORY_URL"),
+                url_setting="LAB_ORDERS_INVENTORY_URL", kind="supporting"),
     ServiceSpec("orders", "gateway", "services.orders.gateway:create_app", "payment_gateway_port",
-                url_setting="LAB_ORDERS_PAYMENT_GATEWAY_URL"),
+                url_setting="LAB_ORDERS_PAYMENT_GATEWAY_URL", kind="supporting"),
     ServiceSpec("orders", "naive", "services.orders.app:create_app", "orders_naive_port"),
     ServiceSpec("orders", "hardened", "services.orders.app:create_app", "orders_hardened_port"),
 )

@@ -356,6 +356,7 @@ class Supervisor:
             {
                 "design": spec.design,
                 "variant": spec.variant,
+                "kind": spec.kind,
                 "url": self.service_url(spec),
                 "healthy": healthy,
                 "pids": _pids(state, spec.name),

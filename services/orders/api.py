@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable
-from typing import Annotated, TypeVar
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from services.core.problems import PROBLEM_MEDIA_TYPE, Problem
-from services.orders.errors import NotAuthorized, OrderError, OrderNotFound, UnknownSku, to_problem
+from services.core.problems import PROBLEM_MEDIA_TYPE
+from services.orders.errors import NotAuthorized, OrderNotFound, QuantityTooLarge, SaleNotFound
 from services.orders.ports import FlashSale, OrderFlow, OrderReply, PlaceOrder
 from services.orders.settings import OrdersSettings
-
-T = TypeVar("T")
 
 Sku = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 
@@ -83,7 +80,7 @@ async def require_admin(settings: SettingsDep, authorization: Annotated[str | No
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
     scheme, _, given = (authorization or "").partition(" ")
     if not token or scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
-        raise to_problem(NotAuthorized())
+        raise NotAuthorized()
 
 
 AdminDep = Depends(require_admin)
@@ -94,7 +91,7 @@ router = APIRouter(prefix="/api/v1")
 @router.post("/admin/flash-sales", status_code=201, dependencies=[AdminDep])
 async def open_flash_sale(body: FlashSaleCreate, flow: FlowDep) -> FlashSalePublic:
     """Reset and seed one sale: stock, price, and no orders."""
-    await _or_problem(flow.open_sale(FlashSale(sku=body.sku, stock=body.stock, price_cents=body.price_cents)))
+    await flow.open_sale(FlashSale(sku=body.sku, stock=body.stock, price_cents=body.price_cents))
     return FlashSalePublic(sku=body.sku, stock=body.stock, price_cents=body.price_cents)
 
 
@@ -105,42 +102,36 @@ async def place_order(
     settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
-    command = PlaceOrder(sku=body.sku, quantity=body.quantity, customer_id=body.customer_id)
-    reply = await _or_problem(flow.place_order(command, idempotency_key=idempotency_key), settings)
+    command = checked_command(body, settings=settings)
+    reply = await flow.place_order(command, idempotency_key=idempotency_key)
     return _reply_response(reply)
 
 
 @router.get("/orders/{order_id}")
 async def get_order(order_id: UUID, flow: FlowDep) -> OrderDetail:
-    order = await _or_problem(flow.find_order(order_id))
+    order = await flow.find_order(order_id)
     if order is None:
-        raise to_problem(OrderNotFound(str(order_id)))
+        raise OrderNotFound(str(order_id))
     return OrderDetail(**order.__dict__)
 
 
 @router.get("/inventory/{sku}")
 async def get_inventory(sku: str, flow: FlowDep) -> InventoryPublic:
-    level = await _or_problem(flow.stock_of(sku))
+    level = await flow.stock_of(sku)
     if level is None:
-        raise _not_found_sku(sku)
+        raise SaleNotFound(sku)
     return InventoryPublic(sku=level.sku, stock=level.stock, available=level.available)
 
 
-async def _or_problem(work: Awaitable[T], settings: OrdersSettings | None = None) -> T:
-    """Await a flow call, showing its domain errors as problem+json."""
-    try:
-        return await work
-    except OrderError as error:
-        retry_after = settings.orders_retry_after_s if settings else 1
-        raise to_problem(error, retry_after_s=retry_after) from error
+def checked_command(body: OrderCreate, *, settings: OrdersSettings) -> PlaceOrder:
+    """The order as a command, checked here once so both variants refuse a bad one alike; whether
+    the SKU has a sale is the variant's to find out, as it reads the sale anyway."""
+    if body.quantity > settings.orders_max_quantity:
+        raise QuantityTooLarge(body.quantity, settings.orders_max_quantity)
+    return PlaceOrder(sku=body.sku, quantity=body.quantity, customer_id=body.customer_id)
 
 
 def _reply_response(reply: OrderReply) -> JSONResponse:
     media_type = PROBLEM_MEDIA_TYPE if reply.status_code >= 400 else "application/json"
     headers = {"Idempotent-Replayed": "true"} if reply.replayed else None
     return JSONResponse(reply.body, status_code=reply.status_code, media_type=media_type, headers=headers)
-
-
-def _not_found_sku(sku: str) -> Problem:
-    problem = to_problem(UnknownSku(sku))
-    return Problem(status=404, kind="unknown-sku", title="No sale for this SKU", detail=problem.detail)

@@ -1,8 +1,9 @@
-"""Domain errors of the order flow, and their one mapping to problem+json."""
+"""Domain errors of the order flow, and their one mapping to problem+json (:func:`error_mapping`)."""
 
 from __future__ import annotations
 
-from services.core.problems import Problem
+from services.core.problems import ErrorMapping, Problem, problem_body
+from services.orders.ports import OrderReply
 
 
 class OrderError(Exception):
@@ -11,6 +12,14 @@ class OrderError(Exception):
 
 class UnknownSku(OrderError):
     """No flash sale is open for this SKU (a bad body: 422)."""
+
+    def __init__(self, sku: str) -> None:
+        super().__init__(f"no sale is open for sku {sku!r}")
+        self.sku = sku
+
+
+class SaleNotFound(OrderError):
+    """No flash sale is open for the SKU a client asked about (404, where a bad order body is 422)."""
 
     def __init__(self, sku: str) -> None:
         super().__init__(f"no sale is open for sku {sku!r}")
@@ -101,8 +110,24 @@ def to_problem(error: OrderError, *, retry_after_s: int = 1) -> Problem:
     return Problem(status=status, kind=kind, title=title, detail=str(error), headers=headers)
 
 
+def error_mapping(*, retry_after_s: int) -> ErrorMapping[OrderError]:
+    """The mapping an orders app installs; its ``Retry-After`` comes from the app's settings."""
+
+    def shown(error: OrderError) -> Problem:
+        return to_problem(error, retry_after_s=retry_after_s)
+
+    return ErrorMapping(base=OrderError, to_problem=shown)
+
+
+def problem_reply(error: OrderError) -> OrderReply:
+    """An error as the answer a variant returns (and stores for replay) instead of raising it."""
+    problem = to_problem(error)
+    return OrderReply(problem.status, problem_body(problem))
+
+
 _STATUS: dict[type[OrderError], tuple[int, str, str]] = {
     UnknownSku: (422, "unknown-sku", "No sale is open for this SKU"),
+    SaleNotFound: (404, "unknown-sku", "No sale for this SKU"),
     QuantityTooLarge: (422, "quantity-too-large", "Quantity above the per-order limit"),
     OutOfStock: (409, "out-of-stock", "Out of stock"),
     OrderNotFound: (404, "order-not-found", "Order not found"),

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Annotated, Any
 
 import asyncpg
@@ -21,16 +19,9 @@ from fastapi import FastAPI, Header, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictInt, StrictStr
 
-from services.core.app import build_app
-from services.core.health import register_health_check
+from services.core.app import build_app, pool_lifespan
 from services.core.problems import Problem
-from services.core.resources import (
-    PoolDep,
-    apply_schema,
-    open_postgres_pool,
-    postgres_check,
-    read_resource,
-)
+from services.core.resources import PoolDep
 from services.orders.settings import OrdersSettings, schema_for
 
 INSERT_CHARGE = """
@@ -89,16 +80,9 @@ async def record_charge(
 
 def create_app(variant: str = "gateway", settings: OrdersSettings | None = None) -> FastAPI:
     settings = settings or OrdersSettings()
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with AsyncExitStack() as stack:
-            pool = await stack.enter_async_context(open_postgres_pool(settings, schema=schema_for("gateway")))
-            await apply_schema(pool, read_resource("services.orders", "gateway.sql"))
-            register_health_check(app, name="postgres", check=postgres_check(pool))
-            app.state.pool = pool
-            yield
-
+    lifespan = pool_lifespan(
+        settings, schema=schema_for("gateway"), package="services.orders", ddl_file="gateway.sql"
+    )
     app = build_app(title=f"payment gateway ({variant})", settings=settings, lifespan=lifespan)
 
     def fails() -> bool:

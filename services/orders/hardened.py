@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,25 +33,19 @@ from uuid import UUID
 
 import asyncpg
 
-from services.core.problems import problem_body
 from services.orders import idempotency, store
 from services.orders.errors import (
     IdempotencyKeyInvalid,
     IdempotencyKeyMissing,
-    OrderError,
     OutOfStock,
     Overloaded,
-    QuantityTooLarge,
-    UnknownSku,
-    to_problem,
+    problem_reply,
 )
 from services.orders.events import OrderPlaced, topic_end_offsets
 from services.orders.idempotency import IdempotencyPolicy
 from services.orders.ports import FlashSale, OrderRecord, OrderReply, PlaceOrder, StockLevel
 from services.orders.settings import OrdersSettings
 from services.orders.soldout import GateVerdict, SoldOutGate
-
-logger = logging.getLogger(__name__)
 
 SEED_INVENTORY = """
 INSERT INTO inventory (sku, available) VALUES ($1, $2)
@@ -136,11 +129,10 @@ class HardenedOrderFlow:
 
     async def place_order(self, command: PlaceOrder, *, idempotency_key: str | None) -> OrderReply:
         key = self._checked_key(idempotency_key)
-        self._check_quantity(command)
         # Before admission: a buyer the gate turns away costs one Redis round trip, not an order slot.
         verdict = await self.sold_out.check(command, key=key)
         if verdict is GateVerdict.SOLD_OUT:
-            return _problem_reply(OutOfStock(command.sku))
+            return problem_reply(OutOfStock(command.sku))
         with self.admission.admit():
             replay = await idempotency.claim(self.pool, key=key, command=command, policy=self.policy)
             if replay is not None:
@@ -170,12 +162,10 @@ class HardenedOrderFlow:
         No other service is called. One statement rather than a ``BEGIN … COMMIT`` block because the
         product row stays locked from the decrement to the commit: here that is one server-side
         execution, not several client round trips (the hot row is the flash sale's bottleneck)."""
-        sale = await store.find_sale(self.pool, command.sku)
-        if sale is None:
-            raise UnknownSku(command.sku)
+        sale = await store.sale_for_order(self.pool, command.sku)
         order = OrderRecord.placed(command, sale)
         created = OrderReply(201, {"order_id": str(order.order_id), "status": order.status})
-        sold_out = _problem_reply(OutOfStock(command.sku))
+        sold_out = problem_reply(OutOfStock(command.sku))
         placed = await self.pool.fetchval(
             CHECKOUT,
             order.order_id,
@@ -197,25 +187,3 @@ class HardenedOrderFlow:
         if not 0 < len(key) <= limit or not key.isprintable():
             raise IdempotencyKeyInvalid(limit)
         return key
-
-    def _check_quantity(self, command: PlaceOrder) -> None:
-        if command.quantity > self.settings.orders_max_quantity:
-            raise QuantityTooLarge(command.quantity, self.settings.orders_max_quantity)
-
-
-def _problem_reply(error: OrderError) -> OrderReply:
-    problem = to_problem(error)
-    return OrderReply(problem.status, problem_body(problem))
-
-
-async def reap_idempotency_keys(pool: asyncpg.Pool, *, interval_s: float) -> None:
-    """Delete expired keys every ``interval_s`` until cancelled (a lifespan background task)."""
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            reaped = await idempotency.reap_expired(pool)
-        except (OSError, asyncpg.PostgresError) as exc:
-            logger.warning("idempotency_reap_failed error=%s", type(exc).__name__)
-            continue
-        if reaped:
-            logger.info("idempotency_keys_reaped count=%d", reaped)

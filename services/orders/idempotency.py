@@ -7,11 +7,12 @@ order's statement (:data:`services.orders.hardened.CHECKOUT`) *completes* it wit
 atomically with the order itself. A retry
 after completion replays that response; the same key with another body is ``422``. A claim whose
 request crashed expires after ``orders_idempotency_lock_s``; keys live ``orders_idempotency_ttl_s``
-and are then reaped.
+and are then reaped (:func:`keep_reaping_expired`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -101,3 +102,16 @@ async def reap_expired(pool: asyncpg.Pool) -> int:
     async with pool.acquire() as conn:
         status: str = await conn.execute(REAP)
     return int(status.rsplit(" ", 1)[-1])
+
+
+async def keep_reaping_expired(pool: asyncpg.Pool, *, interval_s: float) -> None:
+    """Delete expired keys every ``interval_s`` until cancelled (the hardened service's background work)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            reaped = await reap_expired(pool)
+        except (OSError, asyncpg.PostgresError) as exc:
+            logger.warning("idempotency_reap_failed error=%s", type(exc).__name__)
+            continue
+        if reaped:
+            logger.info("idempotency_keys_reaped count=%d", reaped)

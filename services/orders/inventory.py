@@ -9,23 +9,14 @@ of the product queues on that one row for the whole delay.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 
 import asyncpg
 from fastapi import FastAPI
 from pydantic import BaseModel, Field, StrictInt, StrictStr
 
-from services.core.app import build_app
-from services.core.health import register_health_check
-from services.core.resources import (
-    PoolDep,
-    apply_schema,
-    open_postgres_pool,
-    postgres_check,
-    read_resource,
-)
-from services.orders.errors import OutOfStock, UnknownSku, to_problem
+from services.core.app import build_app, pool_lifespan
+from services.core.resources import PoolDep
+from services.orders.errors import OutOfStock, UnknownSku, error_mapping
 from services.orders.settings import OrdersSettings, schema_for
 
 READ = "SELECT available FROM stock WHERE sku = $1"
@@ -57,29 +48,21 @@ async def reserve(pool: asyncpg.Pool, *, sku: str, quantity: int, settings: Orde
     async with pool.acquire() as conn, conn.transaction():
         available = await conn.fetchval(read, sku)
         if available is None:
-            raise to_problem(UnknownSku(sku))
+            raise UnknownSku(sku)
         await asyncio.sleep(settings.inventory_delay_ms / 1000)
         if available < quantity:
-            raise to_problem(OutOfStock(sku))
+            raise OutOfStock(sku)
         await conn.execute(WRITE_BACK, sku, available - quantity)
     return int(available - quantity)
 
 
 def create_app(variant: str = "inventory", settings: OrdersSettings | None = None) -> FastAPI:
     settings = settings or OrdersSettings()
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with AsyncExitStack() as stack:
-            pool = await stack.enter_async_context(
-                open_postgres_pool(settings, schema=schema_for("inventory"))
-            )
-            await apply_schema(pool, read_resource("services.orders", "inventory.sql"))
-            register_health_check(app, name="postgres", check=postgres_check(pool))
-            app.state.pool = pool
-            yield
-
-    app = build_app(title=f"inventory ({variant})", settings=settings, lifespan=lifespan)
+    errors = error_mapping(retry_after_s=settings.orders_retry_after_s)
+    lifespan = pool_lifespan(
+        settings, schema=schema_for("inventory"), package="services.orders", ddl_file="inventory.sql"
+    )
+    app = build_app(title=f"inventory ({variant})", settings=settings, lifespan=lifespan, errors=errors)
 
     @app.put("/v1/stock/{sku}")
     async def set_stock(sku: str, body: StockSet, pool: PoolDep) -> StockPublic:
@@ -90,7 +73,7 @@ def create_app(variant: str = "inventory", settings: OrdersSettings | None = Non
     async def get_stock(sku: str, pool: PoolDep) -> StockPublic:
         available = await pool.fetchval(READ, sku)
         if available is None:
-            raise to_problem(UnknownSku(sku))
+            raise UnknownSku(sku)
         return StockPublic(sku=sku, available=available)
 
     @app.post("/v1/reservations")

@@ -29,7 +29,6 @@ from aiokafka import AIOKafkaProducer
 
 from services.orders import store
 from services.orders.clients import InventoryClient, PaymentGatewayClient
-from services.orders.errors import QuantityTooLarge, UnknownSku
 from services.orders.events import OrderPlaced, message_headers, topic_end_offsets
 from services.orders.ports import FlashSale, OrderRecord, OrderReply, PlaceOrder, StockLevel
 from services.orders.settings import OrdersSettings
@@ -53,7 +52,7 @@ class NaiveOrderFlow:
 
     async def place_order(self, command: PlaceOrder, *, idempotency_key: str | None) -> OrderReply:
         # idempotency_key is deliberately ignored: that is the flaw.
-        sale = await self._sale_for(command)
+        sale = await store.sale_for_order(self.pool, command.sku)
         await self.inventory.reserve(sku=command.sku, quantity=command.quantity)
         order = OrderRecord.placed(command, sale)
         await self._charge_and_commit(order)
@@ -69,14 +68,6 @@ class NaiveOrderFlow:
         if sale is None or available is None:
             return None
         return StockLevel(sku=sku, stock=sale.stock, available=available)
-
-    async def _sale_for(self, command: PlaceOrder) -> FlashSale:
-        sale = await store.find_sale(self.pool, command.sku)
-        if sale is None:
-            raise UnknownSku(command.sku)
-        if command.quantity > self.settings.orders_max_quantity:
-            raise QuantityTooLarge(command.quantity, self.settings.orders_max_quantity)
-        return sale
 
     async def _charge_and_commit(self, order: OrderRecord) -> None:
         """Insert the order and charge the gateway inside one transaction: the database connection

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -193,6 +194,18 @@ def sale_token(opened_at: datetime) -> str:
 def _skipped(operation: str, sku: str, exc: Exception) -> None:
     GATE_ERRORS.labels(operation).inc()
     logger.warning("sold_out_gate_skipped operation=%s sku=%s error=%r", operation, sku, exc)
+
+
+@asynccontextmanager
+async def open_sold_out_gate(settings: OrdersSettings, pool: asyncpg.Pool) -> AsyncIterator[SoldOutGate]:
+    """The gate ``LAB_ORDERS_SOLD_OUT_GATE`` asks for, with its own Redis clients. No health check
+    for that Redis: the gate steps aside when Redis fails, so an outage must not make the orders
+    service look down."""
+    if not settings.orders_sold_out_gate:
+        yield NoSoldOutGate()
+        return
+    async with open_gate_redis(settings) as redis, open_gate_checks(settings) as checks:
+        yield RedisSoldOutGate(redis, pool, checks=checks, ttl_s=settings.orders_sold_out_gate_ttl_s)
 
 
 def open_gate_redis(settings: OrdersSettings) -> AbstractAsyncContextManager[aioredis.Redis]:

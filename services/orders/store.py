@@ -7,6 +7,7 @@ from uuid import UUID
 
 import asyncpg
 
+from services.orders.errors import UnknownSku
 from services.orders.events import TopicOffsets
 from services.orders.ports import FlashSale, OrderRecord
 
@@ -46,6 +47,14 @@ async def reset_sale(
 async def find_sale(conn: asyncpg.Connection | asyncpg.Pool, sku: str) -> FlashSale | None:
     row = await conn.fetchrow(FIND_SALE, sku)
     return FlashSale(**dict(row)) if row else None
+
+
+async def sale_for_order(conn: asyncpg.Connection | asyncpg.Pool, sku: str) -> FlashSale:
+    """The sale an order names, read by both variants to price it; :class:`UnknownSku` when none."""
+    sale = await find_sale(conn, sku)
+    if sale is None:
+        raise UnknownSku(sku)
+    return sale
 
 
 async def insert_order(conn: asyncpg.Connection, order: OrderRecord) -> None:

@@ -15,6 +15,7 @@ from services.core.autopipeline import AutoPipeline
 from services.core.health import register_health_check
 from services.core.resources import pipeline_check
 from services.ratelimit import api
+from services.ratelimit.errors import ERRORS
 from services.ratelimit.hardened import FailurePolicy, RedisSlidingWindow, ShedWhenBusy
 from services.ratelimit.limiter import RateLimitGuard
 from services.ratelimit.naive import FixedWindowCounter
@@ -73,7 +74,6 @@ def build_protected_app(*, title: str, settings: RateLimitSettings, wire: WireLi
             )
             yield
 
-    app = build_app(title=title, settings=settings, lifespan=lifespan)
-    api.install_error_mapping(app)
+    app = build_app(title=title, settings=settings, lifespan=lifespan, errors=ERRORS)
     app.include_router(api.router)
     return app

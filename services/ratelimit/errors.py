@@ -1,7 +1,9 @@
-"""Domain errors of the rate limiter; ``api.py`` maps them to HTTP in one place."""
+"""Domain errors of the rate limiter, and their one mapping to problem+json (:data:`ERRORS`)."""
 
 from __future__ import annotations
 
+from services.core.problems import ErrorMapping, Problem
+from services.ratelimit.fields import ratelimit_fields
 from services.ratelimit.ports import Decision, Policy
 
 
@@ -28,3 +30,39 @@ class LimiterUnavailable(RateLimitError):
 
 class LimiterOverloaded(RateLimitError):
     """This app server has as many checks in flight as it allows; the request is shed, not admitted."""
+
+
+def to_problem(error: RateLimitError) -> Problem:
+    """The one place a rate-limiter error becomes HTTP."""
+    if isinstance(error, QuotaExceeded):
+        retry_after = max(1, error.decision.reset_s)  # never earlier than the field's t
+        return Problem(
+            status=429,
+            kind="quota-exceeded",
+            title="Too Many Requests",
+            detail=f"quota '{error.policy.name}' of {error.policy.limit} requests per "
+            f"{error.policy.window_s} s is used up; retry in {retry_after} s",
+            headers={**ratelimit_fields(error.policy, error.decision), "Retry-After": str(retry_after)},
+        )
+    if isinstance(error, InvalidApiKey):
+        return Problem(status=400, kind="invalid-api-key", title="Invalid API key", detail=str(error))
+    if isinstance(error, LimiterUnavailable):
+        return Problem(
+            status=503,
+            kind="rate-limiter-unavailable",
+            title="Service Unavailable",
+            detail="the rate limiter cannot check requests right now and fails closed",
+            headers={"Retry-After": "1"},
+        )
+    if isinstance(error, LimiterOverloaded):
+        return Problem(
+            status=503,
+            kind="rate-limiter-overloaded",
+            title="Service Unavailable",
+            detail=f"this server is shedding load: {error}; retry in 1 s",
+            headers={"Retry-After": "1"},
+        )
+    raise TypeError(f"unmapped rate-limiter error {error!r}")
+
+
+ERRORS = ErrorMapping(base=RateLimitError, to_problem=to_problem)

@@ -31,8 +31,7 @@ from services.core.lua import LuaScript, RedisCommands
 from services.core.resources import read_resource
 from services.ratelimit.errors import LimiterOverloaded, LimiterUnavailable
 from services.ratelimit.ports import BackendError, Decision, Policy, RateLimiter
-from services.ratelimit.settings import Algorithm
-from services.ratelimit.settings import FailurePolicy as FailurePolicyName
+from services.ratelimit.settings import Algorithm, FailureMode
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +96,7 @@ class FailurePolicy:
     entry to every request for no tighter bound, and would fire on a busy loop's own lateness.
     """
 
-    def __init__(self, inner: RateLimiter, *, on_error: FailurePolicyName) -> None:
+    def __init__(self, inner: RateLimiter, *, on_error: FailureMode) -> None:
         self._inner = inner
         self._on_error = on_error
 

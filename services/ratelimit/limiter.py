@@ -18,6 +18,7 @@ from fastapi import Depends, Request, Response
 from prometheus_client import Counter
 
 from services.ratelimit.errors import QuotaExceeded
+from services.ratelimit.fields import ratelimit_fields
 from services.ratelimit.identity import Network, client_identity
 from services.ratelimit.ports import Decision, Policy, RateLimiter
 
@@ -39,18 +40,6 @@ def outcome_of(decision: Decision) -> str:
     if decision.degraded:
         return "degraded"
     return "admitted" if decision.allowed else "refused"
-
-
-def policy_field(policy: Policy) -> str:
-    return f'"{policy.name}";q={policy.limit};w={policy.window_s}'
-
-
-def ratelimit_fields(policy: Policy, decision: Decision) -> dict[str, str]:
-    """Both fields; a degraded (fail-open) decision has no real count, so it states only the policy."""
-    fields = {"RateLimit-Policy": policy_field(policy)}
-    if not decision.degraded:
-        fields["RateLimit"] = f'"{policy.name}";r={decision.remaining};t={decision.reset_s}'
-    return fields
 
 
 class RateLimitGuard:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from services.core.settings import CoreSettings
 
 Algorithm = Literal["sliding-log", "sliding-counter"]
-FailurePolicy = Literal["open", "closed"]
+FailureMode = Literal["open", "closed"]
 
 
 class PolicyOverride(BaseModel):
@@ -31,7 +31,7 @@ class RateLimitSettings(CoreSettings):
     # sliding-log: exact, memory grows with the limit; sliding-counter: approximate, two counters.
     ratelimit_algorithm: Algorithm = "sliding-log"
     # open: admit when Redis fails (availability first); closed: answer 503 (protection first).
-    ratelimit_on_redis_error: FailurePolicy = "open"
+    ratelimit_on_redis_error: FailureMode = "open"
     # The longest a check may wait on Redis, counted from when it is sent; a stalled Redis must not
     # stall requests.
     ratelimit_redis_timeout_ms: int = Field(default=50, ge=1)

@@ -5,15 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from services.core.app import build_app
 from services.core.health import register_health_check
-from services.core.problems import problem_response
 from services.core.resources import apply_schema, open_postgres_pool, postgres_check, read_resource
 from services.shortener import api, hardened, naive
-from services.shortener.errors import ShortenerError, problem_for
+from services.shortener.errors import ERRORS
 from services.shortener.ports import Adapters, Wiring
 from services.shortener.repository import PostgresLinks
 from services.shortener.service import LinkService
@@ -47,12 +45,6 @@ def create_app(variant: str, settings: ShortenerSettings | None = None) -> FastA
             )
             yield
 
-    app = build_app(title=f"URL shortener ({variant})", settings=settings, lifespan=lifespan)
-    app.add_exception_handler(ShortenerError, _on_shortener_error)
+    app = build_app(title=f"URL shortener ({variant})", settings=settings, lifespan=lifespan, errors=ERRORS)
     app.include_router(api.router)
     return app
-
-
-async def _on_shortener_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ShortenerError)
-    return problem_response(problem_for(exc))

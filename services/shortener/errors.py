@@ -1,8 +1,9 @@
-"""What can go wrong with a link, in the domain's words; :func:`problem_for` maps it to HTTP."""
+"""What can go wrong with a link, in the domain's words; :func:`problem_for` maps it to HTTP and
+:data:`ERRORS` is that mapping as the app installs it."""
 
 from __future__ import annotations
 
-from services.core.problems import Problem
+from services.core.problems import ErrorMapping, Problem
 
 
 class ShortenerError(Exception):
@@ -59,3 +60,5 @@ _PROBLEMS: dict[type[ShortenerError], tuple[int, str, str]] = {
     CodeSpaceExhausted: (503, "code-space-exhausted", "No free short code is available"),
     TtlTooLong: (422, "validation-error", "The request is not valid"),
 }
+
+ERRORS = ErrorMapping(base=ShortenerError, to_problem=problem_for)

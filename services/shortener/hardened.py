@@ -22,16 +22,14 @@ staleness bound for a redirect path without network round trips.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
 
 import redis.asyncio as aioredis
 
 from services.core.autopipeline import AutoPipeline
+from services.core.background import background
 from services.core.health import register_health_check
 from services.core.resources import apply_schema, open_redis, read_resource, redis_check
 from services.shortener.cache import CachedRedirects
@@ -112,15 +110,3 @@ async def open_hot_cache(
     )
     async with background(listen_for_invalidations(redis, channel=invalidation_channel(prefix), cache=hot)):
         yield hot
-
-
-@asynccontextmanager
-async def background(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
-    """Run ``work`` for as long as the block lasts, then cancel it."""
-    task = asyncio.create_task(work)
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

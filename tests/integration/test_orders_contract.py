@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from services.lab.infra import InfraEndpoints
+from services.orders.settings import OrdersSettings
 from tests.support.orders import OrdersLab, admin_headers, open_sale, place_order, run_orders_lab
 
 pytestmark = pytest.mark.integration
@@ -90,6 +91,19 @@ async def test_bad_bodies_are_422_and_take_nothing(
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     assert (await client.get(f"/api/v1/inventory/{sku}")).json()["available"] == 3
+
+
+async def test_an_order_breaking_both_rules_gets_the_same_answer_from_both_variants(
+    client: httpx.AsyncClient,
+) -> None:
+    """Unknown SKU and too many units at once: the per-order limit, checked before either variant."""
+    limit = OrdersSettings.model_fields["orders_max_quantity"].default  # the lab runs at its defaults
+    body = {"sku": f"no-sale-{uuid.uuid4().hex[:8]}", "quantity": limit + 1, "customer_id": "c"}
+
+    response = await client.post("/api/v1/orders", json=body, headers={"Idempotency-Key": key()})
+
+    assert response.status_code == 422, response.text
+    assert response.json()["type"] == "/problems/quantity-too-large"
 
 
 async def test_not_json_is_422(client: httpx.AsyncClient) -> None:

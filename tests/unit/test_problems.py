@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from services.core.app import build_app
-from services.core.problems import PROBLEM_MEDIA_TYPE, Problem
+from services.core.problems import PROBLEM_MEDIA_TYPE, ErrorMapping, Problem
 from services.core.settings import CoreSettings
 
 
@@ -100,3 +100,30 @@ def test_oversized_headers_are_a_431_problem(client: TestClient) -> None:
 
 def test_ordinary_headers_pass(client: TestClient) -> None:
     assert client.get("/busy", headers={"X-Junk": "x" * 1_000}).status_code == 503
+
+
+class ParcelError(Exception):
+    """A domain's base error, for the mapping test."""
+
+
+class ParcelLost(ParcelError):
+    pass
+
+
+def _parcel_problem(error: ParcelError) -> Problem:
+    return Problem(status=410, kind="parcel-lost", title="Lost", detail=str(error))
+
+
+def test_a_designs_error_mapping_is_installed_once_for_every_subclass_of_its_base() -> None:
+    app = build_app(
+        title="t", settings=CoreSettings(), errors=ErrorMapping(base=ParcelError, to_problem=_parcel_problem)
+    )
+
+    @app.get("/parcel")
+    async def parcel() -> None:
+        raise ParcelLost("the parcel fell off the van")
+
+    response = TestClient(app, raise_server_exceptions=False).get("/parcel")
+
+    body = _assert_problem(response, 410, "parcel-lost")
+    assert body["detail"] == "the parcel fell off the van"

@@ -7,11 +7,10 @@ from ipaddress import ip_network
 
 import pytest
 
-from services.ratelimit.api import to_problem
-from services.ratelimit.errors import InvalidApiKey, LimiterOverloaded
+from services.ratelimit.errors import InvalidApiKey, LimiterOverloaded, to_problem
+from services.ratelimit.fields import ratelimit_fields
 from services.ratelimit.hardened import ShedWhenBusy
 from services.ratelimit.identity import client_identity, client_ip
-from services.ratelimit.limiter import ratelimit_fields
 from services.ratelimit.naive import FixedWindowCounter
 from services.ratelimit.ports import Decision, Policy
 
