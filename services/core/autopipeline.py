@@ -79,6 +79,13 @@ class AutoPipeline:
         self._queued.append((command, reply))
         return reply
 
+    async def connect(self) -> None:
+        """Connect now, with a ``PING``, rather than with the first command; raises what a command
+        would. A service calls it at start-up: its first burst of commands then finds the connection
+        open, instead of all waiting for a connect made while the event loop is busiest (the connect's
+        bound, unlike a batch's, runs on a timer that a busy loop can fire late)."""
+        await self.execute_command("PING")
+
     async def aclose(self) -> None:
         self._closed = True
         closed = redis_errors.ConnectionError("the auto-pipeline is closed")

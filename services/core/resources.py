@@ -143,6 +143,15 @@ def redis_check(client: aioredis.Redis) -> HealthCheck:
     return check
 
 
+async def connect_early(pipeline: AutoPipeline) -> None:
+    """Open the pipeline's connection at start-up; a Redis that is down then does not stop the
+    service from starting (it connects with the first command that finds Redis back)."""
+    try:
+        await pipeline.connect()
+    except aioredis.RedisError as exc:
+        logger.warning("redis_unavailable_at_start error=%r", exc)
+
+
 def pipeline_check(pipeline: AutoPipeline) -> HealthCheck:
     """Redis as the requests reach it: through the auto-pipeline's connection."""
 

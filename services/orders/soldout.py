@@ -34,7 +34,7 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter
 
 from services.core.autopipeline import AutoPipeline
-from services.core.resources import open_bounded_redis, read_resource
+from services.core.resources import connect_early, open_bounded_redis, read_resource
 from services.orders.errors import SoldOutGateUnavailable
 from services.orders.ports import PlaceOrder
 from services.orders.settings import OrdersSettings
@@ -205,6 +205,7 @@ async def open_sold_out_gate(settings: OrdersSettings, pool: asyncpg.Pool) -> As
         yield NoSoldOutGate()
         return
     async with open_gate_redis(settings) as redis, open_gate_checks(settings) as checks:
+        await connect_early(checks)
         yield RedisSoldOutGate(redis, pool, checks=checks, ttl_s=settings.orders_sold_out_gate_ttl_s)
 
 

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from services.core.app import build_app
 from services.core.autopipeline import AutoPipeline
 from services.core.health import register_health_check
-from services.core.resources import pipeline_check
+from services.core.resources import connect_early, pipeline_check
 from services.ratelimit import api
 from services.ratelimit.errors import ERRORS
 from services.ratelimit.hardened import FailurePolicy, RedisSlidingWindow, ShedWhenBusy
@@ -31,6 +31,7 @@ async def wire_naive(_: FastAPI, __: RateLimitSettings, ___: AsyncExitStack) -> 
 
 async def wire_hardened(app: FastAPI, settings: RateLimitSettings, stack: AsyncExitStack) -> RateLimiter:
     checks = await stack.enter_async_context(limiter_checks(settings))
+    await connect_early(checks)
     register_health_check(app, name="redis", check=pipeline_check(checks))
     window = RedisSlidingWindow.for_algorithm(checks, settings.ratelimit_algorithm)
     guarded = FailurePolicy(window, on_error=settings.ratelimit_on_redis_error)

@@ -31,7 +31,7 @@ import redis.asyncio as aioredis
 from services.core.autopipeline import AutoPipeline
 from services.core.background import background
 from services.core.health import register_health_check
-from services.core.resources import apply_schema, open_redis, read_resource, redis_check
+from services.core.resources import apply_schema, connect_early, open_redis, read_resource, redis_check
 from services.shortener.cache import CachedRedirects
 from services.shortener.clicks import ClickTally, flush_on_shutdown, keep_flushing
 from services.shortener.hotcache import HotKeyCache, invalidation_channel, listen_for_invalidations
@@ -52,6 +52,7 @@ async def open_adapters(wiring: Wiring) -> AsyncIterator[Adapters]:
         pipeline = await stack.enter_async_context(
             AutoPipeline(settings.redis_url, timeout_s=settings.redis_socket_timeout_s)
         )
+        await connect_early(pipeline)
         for sql in ("keypool.sql", "clicks.sql"):
             await apply_schema(wiring.pool, read_resource("services.shortener", sql))
         keys = await stack.enter_async_context(open_key_pool(wiring))

@@ -212,3 +212,17 @@ async def test_a_pipelined_script_is_loaded_again_after_redis_forgets_it(
     # All through the pipeline: three EVALSHA answered NOSCRIPT, each caller's SCRIPT LOAD, then
     # three EVALSHA after the load.
     assert pipeline.commands_sent - sent_before == 9
+
+
+async def test_connect_opens_the_connection_before_the_first_command(infra: InfraEndpoints) -> None:
+    async with AutoPipeline(infra.redis_url, timeout_s=1) as pipeline:
+        await pipeline.connect()
+        connected = pipeline.commands_sent
+        assert await pipeline.execute_command("PING") == b"PONG"
+    assert connected == 1  # the connect's own PING: the first real command found the connection open
+
+
+async def test_connect_raises_what_a_command_would_when_redis_is_not_there() -> None:
+    async with AutoPipeline(f"redis://127.0.0.1:{processes.free_port()}/0", timeout_s=1) as pipeline:
+        with pytest.raises(ConnectionError):
+            await pipeline.connect()
