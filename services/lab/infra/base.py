@@ -27,6 +27,25 @@ class InfraEndpoints:
         }
 
 
+@dataclass(frozen=True)
+class Broker:
+    """What provides Kafka in a mode, and what its storage promises: ``lab status`` names it and
+    ``lab chaos`` warns when a kill or restart loses the messages it holds."""
+
+    name: str
+    storage: str
+    # Whether messages survive the broker being killed or restarted; None: the lab cannot know.
+    durable: bool | None
+    # False where the lab has no broker to run (a platform without the embedded broker's wheel).
+    available: bool = True
+    note: str = ""
+
+
+def users_broker(bootstrap: str) -> Broker:
+    """A broker the user runs and names with ``LAB_KAFKA_BOOTSTRAP``: its storage is theirs to know."""
+    return Broker(name=f"your broker at {bootstrap}", storage="yours", durable=None)
+
+
 class Infra(Protocol):
     """A way to provide the three servers (``LAB_INFRA``: embedded, external, containers or compose)."""
 
@@ -46,4 +65,8 @@ class Infra(Protocol):
 
     def release(self) -> None:
         """Stop what :meth:`provision` started."""
+        ...
+
+    def broker(self) -> Broker:
+        """The Kafka broker this mode provides and its storage."""
         ...
