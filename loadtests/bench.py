@@ -77,6 +77,9 @@ def validate(options: BenchOptions, supervisor: Supervisor) -> tuple[BenchDesign
         raise BenchError(f"unknown shape {options.shape!r}; choose one of {', '.join(SHAPES)}")
     if options.users < 1 or options.workers < 0:
         raise BenchError("--users must be at least 1 and --workers at least 0")
+    reason = supervisor.cannot_run(design.name)
+    if reason is not None:
+        raise BenchError(reason)
     try:
         steps = parse_timeline(options.chaos, components=supervisor.known_components())
     except ValueError as exc:
