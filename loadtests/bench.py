@@ -101,6 +101,8 @@ def run_bench(
 ) -> dict[str, Path]:
     supervisor = Supervisor(settings, report=lambda line: say(f"  {line}"))
     design, steps = validate(options, supervisor)
+    for warning in storage_warnings(supervisor, steps):
+        say(f"warning: {warning}")
     out_dir = options.out or Path("results") / f"{design.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     lab_was_running = bool(LabState.load(settings.state_dir).processes)
     apply_lab_env(design)
@@ -115,6 +117,13 @@ def run_bench(
         if not lab_was_running:
             say("stopping the lab the bench started")
             supervisor.down()
+
+
+def storage_warnings(supervisor: Supervisor, steps: Sequence[ChaosStep]) -> list[str]:
+    """What the timeline's kills and restarts of an in-memory broker will lose (one line per action)."""
+    broker = supervisor.broker()
+    actions = dict.fromkeys(step.action for step in steps if step.component == "kafka")
+    return [w for w in map(broker.chaos_warning, actions) if w]
 
 
 def apply_lab_env(design: BenchDesign) -> None:

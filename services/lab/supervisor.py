@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -329,6 +329,7 @@ class Supervisor:
         return {
             "mode": mode,
             "state_dir": str(self._state_dir.resolve()),
+            "broker": asdict(self._infra(state, mode=mode).broker()),
             "infra": infra,
             "services": services,
             "workers": [self._worker_status(spec, state) for spec in self.workers],

@@ -40,6 +40,29 @@ class Broker:
     available: bool = True
     note: str = ""
 
+    def summary(self) -> str:
+        """One line for ``lab status``: which broker, and what its storage keeps."""
+        if not self.available:
+            return self.note
+        if self.durable is False:
+            return (
+                f"kafka: {self.name}, messages kept {self.storage}: a kill or restart loses those not yet "
+                "consumed (compose's Apache Kafka keeps them on disk)"
+            )
+        if self.durable:
+            return f"kafka: {self.name}, messages kept {self.storage}: a restart keeps them"
+        return f"kafka: {self.name}; what a restart keeps is up to its storage"
+
+    def chaos_warning(self, action: str) -> str | None:
+        """What a ``kill`` or ``restart`` of this broker costs, when it keeps messages in memory."""
+        if self.durable is not False or action not in ("kill", "restart"):
+            return None
+        return (
+            f"the {self.name} broker keeps messages {self.storage}: this {action} loses every event it held "
+            "that no consumer had read; 'lab audit orders' counts them as events_lost_by_broker_storage, "
+            "apart from the design's events_lost (the naive variant cannot tell the two apart)"
+        )
+
 
 def users_broker(bootstrap: str) -> Broker:
     """A broker the user runs and names with ``LAB_KAFKA_BOOTSTRAP``: its storage is theirs to know."""
