@@ -77,6 +77,9 @@ def validate(options: BenchOptions, supervisor: Supervisor) -> tuple[BenchDesign
         raise BenchError(f"unknown shape {options.shape!r}; choose one of {', '.join(SHAPES)}")
     if options.users < 1 or options.workers < 0:
         raise BenchError("--users must be at least 1 and --workers at least 0")
+    reason = supervisor.cannot_run(design.name)
+    if reason is not None:
+        raise BenchError(reason)
     try:
         steps = parse_timeline(options.chaos, components=supervisor.known_components())
     except ValueError as exc:
@@ -98,6 +101,8 @@ def run_bench(
 ) -> dict[str, Path]:
     supervisor = Supervisor(settings, report=lambda line: say(f"  {line}"))
     design, steps = validate(options, supervisor)
+    for warning in storage_warnings(supervisor, steps):
+        say(f"warning: {warning}")
     out_dir = options.out or Path("results") / f"{design.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     lab_was_running = bool(LabState.load(settings.state_dir).processes)
     apply_lab_env(design)
@@ -112,6 +117,13 @@ def run_bench(
         if not lab_was_running:
             say("stopping the lab the bench started")
             supervisor.down()
+
+
+def storage_warnings(supervisor: Supervisor, steps: Sequence[ChaosStep]) -> list[str]:
+    """What the timeline's kills and restarts of an in-memory broker will lose (one line per action)."""
+    broker = supervisor.broker()
+    actions = dict.fromkeys(step.action for step in steps if step.component == "kafka")
+    return [w for w in map(broker.chaos_warning, actions) if w]
 
 
 def apply_lab_env(design: BenchDesign) -> None:

@@ -76,6 +76,15 @@ def available_acts(which: str) -> list[Act]:
     return [act]
 
 
+def _runnable(acts: list[Act], supervisor: Supervisor, *, explicit: bool) -> list[Act]:
+    """The acts this lab can run: one the user named fails with the reason, ``all`` skips it."""
+    reasons = {act.design: supervisor.cannot_run(act.design) for act in acts}
+    blocked = [reason for reason in reasons.values() if reason is not None]
+    if blocked and explicit:
+        raise DemoError(blocked[0])
+    return [act for act in acts if reasons[act.design] is None]
+
+
 def run_demo(
     which: str, *, settings: LabSettings, duration: str, users: int | None, console: Console, timer: Timer
 ) -> Path:
@@ -84,6 +93,7 @@ def run_demo(
     duration_s = parse_duration(duration)
     out_dir = Path("results") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     supervisor = Supervisor(settings, report=lambda line: console.print(f"  {line}", style="dim"))
+    acts = _runnable(acts, supervisor, explicit=which != "all")
     lab_was_running = bool(LabState.load(settings.state_dir).processes)
     console.rule("[bold]System Design Lab")
     console.print("Bringing up PostgreSQL, Valkey, the Kafka-protocol broker and every service.")

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from services.lab import processes
-from services.lab.infra import InfraError
+from services.lab.infra import Broker, InfraError
 from services.lab.settings import InfraMode, LabSettings
 from services.lab.supervisor import LabError, Supervisor
 
@@ -98,6 +98,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="print one JSON 
         sys.stdout.write(json.dumps(snapshot) + "\n")
         return
     out.print(_status_table(snapshot))
+    out.print(Broker(**snapshot["broker"]).summary(), highlight=False)
 
 
 def _status_table(snapshot: dict[str, Any]) -> Table:
@@ -237,6 +238,9 @@ def chaos(
     except LabError as exc:
         _fail(str(exc))
     console.print(f"{component}: {action} done")
+    warning = supervisor.broker().chaos_warning(action) if component == "kafka" else None
+    if warning:
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
 
 
 @app.command()

@@ -63,3 +63,6 @@ WORKERS: tuple[WorkerSpec, ...] = (
     WorkerSpec("orders", "orders-notifications", "services.orders.consumers:run_notifications"),
 )
 # fmt: on
+
+BROKER_DESIGNS = frozenset({"orders"})
+"""Designs whose services and workers need the Kafka broker; the others run without one."""

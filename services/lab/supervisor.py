@@ -16,13 +16,13 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from services.lab import processes, registry
 from services.lab.components import Component, ComponentKind
-from services.lab.infra import Infra, InfraEndpoints, select_infra
+from services.lab.infra import Broker, Infra, InfraEndpoints, select_infra
 from services.lab.infra.probes import probe_http, probe_kafka, probe_postgres, probe_redis
 from services.lab.processes import ProcessRecord
 from services.lab.settings import LabSettings, env_name
@@ -87,6 +87,8 @@ class Supervisor:
             self._refuse_mode_switch(state)
             infra = self._infra(state, mode=self.settings.infra)
             self._report(f"providing infrastructure ({infra.mode})")
+            if not infra.broker().available:
+                self._report(infra.broker().note)
             endpoints = infra.provision()
             components = self.components(infra, endpoints)
             pending = [c for c in components if c.name not in state.processes]
@@ -114,12 +116,23 @@ class Supervisor:
         return select_infra(settings, recorded_ports=state.ports)
 
     def components(self, infra: Infra, endpoints: InfraEndpoints) -> list[Component]:
-        """Everything the lab runs, in start order."""
+        """Everything the lab runs, in start order; without a broker, none of the designs that need one."""
+        runs = (lambda design: True) if infra.broker().available else _needs_no_broker
         return [
             *infra.components(),
-            *(self._service_component(spec) for spec in self.services),
-            *(self._worker_component(spec) for spec in self.workers),
+            *(self._service_component(spec) for spec in self.services if runs(spec.design)),
+            *(self._worker_component(spec) for spec in self.workers if runs(spec.design)),
         ]
+
+    def broker(self) -> Broker:
+        """The broker this lab's mode provides and what its storage keeps."""
+        state = LabState.load(self._state_dir)
+        return self._infra(state, mode=state.mode or self.settings.infra).broker()
+
+    def cannot_run(self, design: str) -> str | None:
+        """Why ``design`` cannot run in this lab (None: it can)."""
+        broker = self.broker()
+        return None if broker.available or _needs_no_broker(design) else broker.note
 
     def _service_component(self, spec: registry.ServiceSpec) -> Component:
         port = self.settings.port_of(spec.port_setting)
@@ -316,6 +329,7 @@ class Supervisor:
         return {
             "mode": mode,
             "state_dir": str(self._state_dir.resolve()),
+            "broker": asdict(self._infra(state, mode=mode).broker()),
             "infra": infra,
             "services": services,
             "workers": [self._worker_status(spec, state) for spec in self.workers],
@@ -388,6 +402,10 @@ def uvicorn_argv(*, host: str, port: int, workers: int) -> tuple[str, ...]:
 
 def serve_env(app_factory: str, variant: str) -> dict[str, str]:
     return {"LAB_SERVE_FACTORY": app_factory, "LAB_SERVE_VARIANT": variant}
+
+
+def _needs_no_broker(design: str) -> bool:
+    return design not in registry.BROKER_DESIGNS
 
 
 def _pids(state: LabState, name: str) -> list[int]:

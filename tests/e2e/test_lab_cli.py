@@ -80,6 +80,17 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
         assert again.returncode == 0
         assert "already running" in again.stderr
 
+        # The embedded broker keeps messages in memory: status says so, a restart warns what it lost.
+        table = _lab("status", env=env)
+        assert snapshot["broker"]["durable"] is False
+        assert f"{snapshot['broker']['name']}, messages kept in memory" in " ".join(table.stdout.split())
+        restart = _lab("chaos", "kafka", "restart", env=env)
+        assert restart.returncode == 0, restart.stderr
+        assert "events_lost_by_broker_storage" in " ".join(restart.stderr.split())
+        paused = _lab("chaos", "kafka", "pause", env=env)
+        assert "warning" not in paused.stderr  # a paused broker keeps what it holds
+        assert _lab("chaos", "kafka", "resume", env=env).returncode == 0
+
         logs = _lab("logs", "postgres", "--lines", "5", env=env)
         assert logs.returncode == 0
         assert logs.stdout.strip()

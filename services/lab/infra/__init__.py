@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from services.lab.infra.base import Infra, InfraEndpoints, InfraError
+from services.lab.infra.base import Broker, Infra, InfraEndpoints, InfraError
 from services.lab.settings import LabSettings
 
 
@@ -27,4 +27,4 @@ def select_infra(settings: LabSettings, *, recorded_ports: Mapping[str, int] | N
     return ContainersInfra(settings)
 
 
-__all__ = ["Infra", "InfraEndpoints", "InfraError", "select_infra"]
+__all__ = ["Broker", "Infra", "InfraEndpoints", "InfraError", "select_infra"]

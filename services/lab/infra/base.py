@@ -27,6 +27,48 @@ class InfraEndpoints:
         }
 
 
+@dataclass(frozen=True)
+class Broker:
+    """What provides Kafka in a mode, and what its storage promises: ``lab status`` names it and
+    ``lab chaos`` warns when a kill or restart loses the messages it holds."""
+
+    name: str
+    storage: str
+    # Whether messages survive the broker being killed or restarted; None: the lab cannot know.
+    durable: bool | None
+    # False where the lab has no broker to run (a platform without the embedded broker's wheel).
+    available: bool = True
+    note: str = ""
+
+    def summary(self) -> str:
+        """One line for ``lab status``: which broker, and what its storage keeps."""
+        if not self.available:
+            return self.note
+        if self.durable is False:
+            return (
+                f"kafka: {self.name}, messages kept {self.storage}: a kill or restart loses those not yet "
+                "consumed (compose's Apache Kafka keeps them on disk)"
+            )
+        if self.durable:
+            return f"kafka: {self.name}, messages kept {self.storage}: a restart keeps them"
+        return f"kafka: {self.name}; what a restart keeps is up to its storage"
+
+    def chaos_warning(self, action: str) -> str | None:
+        """What a ``kill`` or ``restart`` of this broker costs, when it keeps messages in memory."""
+        if self.durable is not False or action not in ("kill", "restart"):
+            return None
+        return (
+            f"the {self.name} broker keeps messages {self.storage}: this {action} loses every event it held "
+            "that no consumer had read; 'lab audit orders' counts them as events_lost_by_broker_storage, "
+            "apart from the design's events_lost (the naive variant cannot tell the two apart)"
+        )
+
+
+def users_broker(bootstrap: str) -> Broker:
+    """A broker the user runs and names with ``LAB_KAFKA_BOOTSTRAP``: its storage is theirs to know."""
+    return Broker(name=f"your broker at {bootstrap}", storage="yours", durable=None)
+
+
 class Infra(Protocol):
     """A way to provide the three servers (``LAB_INFRA``: embedded, external, containers or compose)."""
 
@@ -46,4 +88,8 @@ class Infra(Protocol):
 
     def release(self) -> None:
         """Stop what :meth:`provision` started."""
+        ...
+
+    def broker(self) -> Broker:
+        """The Kafka broker this mode provides and its storage."""
         ...

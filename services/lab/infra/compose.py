@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from services.lab.components import Component
-from services.lab.infra.base import InfraEndpoints, InfraError
+from services.lab.infra.base import Broker, InfraEndpoints, InfraError
 from services.lab.infra.probes import probe_kafka, probe_postgres, probe_redis
 from services.lab.settings import LabSettings
 
@@ -50,6 +50,9 @@ class ComposeInfra:
 
     def components(self) -> list[Component]:
         return []
+
+    def broker(self) -> Broker:
+        return Broker(name="Apache Kafka (compose)", storage="on disk", durable=True)
 
     def endpoints(self) -> InfraEndpoints | None:
         return self._endpoints() if self._record.exists() else None

@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from services.lab.components import Component
-from services.lab.infra.base import InfraEndpoints, InfraError
+from services.lab.infra.base import Broker, InfraEndpoints, InfraError
 from services.lab.settings import LabSettings
 
 logger = logging.getLogger(__name__)
@@ -31,6 +31,9 @@ class ContainersInfra:
 
     def components(self) -> list[Component]:
         return []
+
+    def broker(self) -> Broker:
+        return Broker(name="Apache Kafka (container)", storage="on disk", durable=True)
 
     def endpoints(self) -> InfraEndpoints | None:
         recorded = self._load()

