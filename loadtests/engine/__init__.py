@@ -1,0 +1,1 @@
+"""The measurement engine: open-loop load, exact latency, CPU per component and verdicts from rounds."""
