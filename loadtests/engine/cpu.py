@@ -239,11 +239,11 @@ class CpuMeter:
     def _sample(self) -> float:
         with self._lock:  # one reading at a time, so readings stay in time order
             children_of = _children_map()
+            at = time.monotonic()  # the CPU reads that follow take a few milliseconds at most
             readings = {
                 family.name: family.observe(children_of, other_roots=self._roots - {family.root_pid})
                 for family in self._families
             }
-            at = time.monotonic()
             self._samples.append(_Sample(at, readings))
             return at
 
@@ -258,6 +258,8 @@ def _check_meter(
         raise ValueError(f"generators {sorted(unknown)} are not among the components {sorted(components)}")
     if not (interval_s > 0 and step_s > 0):
         raise ValueError(f"the interval and the step must be positive, got {interval_s} and {step_s}")
+    if len(set(components.values())) != len(components):
+        raise ValueError(f"each component needs a root of its own: {dict(components)}")
     missing = {name: pid for name, pid in components.items() if not psutil.pid_exists(pid)}
     if missing:
         raise ValueError(f"no process runs with these pids: {missing}")

@@ -258,6 +258,8 @@ def test_a_meter_needs_living_roots_and_known_generators() -> None:
         CpuMeter({"me": os.getpid()}, generators={"locust"})
     with pytest.raises(ValueError, match="at least one component"):
         CpuMeter({})
+    with pytest.raises(ValueError, match="a root of its own"):
+        CpuMeter({"me": os.getpid(), "me again": os.getpid()})
 
 
 def test_marks_must_exist_be_unique_and_lie_inside_the_readings() -> None:
