@@ -12,30 +12,32 @@ run per variant cannot tell a real difference from that drift, so a comparison i
 3. **The median with a percentile-bootstrap 95% interval** (``bootstrap_interval``): the rounds'
    ratios are resampled with replacement ``resamples`` times; the interval holds the middle
    ``confidence`` share of the resampled medians. It is deterministic given its seed.
-4. **A verdict** (``verdict``) that reads the interval, not the point:
+4. **A verdict** (``verdict``) that reads the interval, not the point. The exact strings, as the
+   report prints them:
 
-   ========================  ===================================================================
-   string                    when
-   ========================  ===================================================================
-   ``"met"``                 the whole interval is on the goal's side of it (for a goal where
-                             higher is better, the interval's lower end is at least the goal;
-                             where lower is better, its upper end is at most the goal)
-   ``"not met"``             the whole interval is on the wrong side (upper end below a
-                             higher-is-better goal; lower end above a lower-is-better one)
-   ``"inside the noise"``    the interval straddles the goal: these rounds cannot tell
-   ``"too few rounds"``      fewer than ``MIN_ROUNDS`` (5) rounds: nothing is read from them
-   ``"lower bound: not       some run was bound by its load generator, so the measured ratio
-   shown"``                  is only a lower bound of the true one and cannot read "met"
-   ========================  ===================================================================
-
-   A generator-bound comparison still reads "not met" when the goal is lower-is-better and even
-   the lower bound is above it (the true ratio can only be higher still).
+   ``"met"`` (``MET``)
+       the whole interval is on the goal's side: for a goal where higher is better, the interval's
+       lower end is at least the goal; where lower is better, its upper end is at most the goal.
+   ``"not met"`` (``NOT_MET``)
+       the whole interval is on the wrong side: its upper end is below a higher-is-better goal, or
+       its lower end above a lower-is-better one.
+   ``"inside the noise"`` (``INSIDE_THE_NOISE``)
+       the interval straddles the goal: these rounds cannot tell.
+   ``"too few rounds"`` (``TOO_FEW_ROUNDS``)
+       fewer than ``MIN_ROUNDS`` (5) rounds: nothing is read from them, whatever the interval.
+   ``"lower bound: not shown"`` (``LOWER_BOUND_NOT_SHOWN``)
+       some run was bound by its load generator, so the measured ratio is only a lower bound of the
+       true one and cannot read "met". Such a comparison still reads "not met" when the goal is
+       lower-is-better and even the lower bound is above it (the true ratio can only be higher).
 
 What this module does not do: it measures nothing and runs nothing (no I/O). Whether a run was
 generator-bound comes from the CPU meter (``loadtests.engine.cpu``); the per-round values come from
-the runner. Resampling assumes the rounds are exchangeable, which interleaving is there to make true;
-with 5 rounds the interval of a median is coarse (it can only land on the rounds' own ratios), which
-is why 5 is the floor and more rounds narrow it.
+the runner. Resampling assumes the rounds are exchangeable, which interleaving is there to make true.
+The interval of a median from few rounds is coarse: with 5 rounds the resampled median is the
+smallest round's ratio about 5.8% of the time (three or more of five draws), more than the 2.5% tail,
+so the 95% interval runs from the smallest round's ratio to the largest, and "met" needs every round
+to clear the goal; with 7 rounds it runs from the second smallest to the second largest. More rounds
+narrow it.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from itertools import pairwise
+from statistics import median
 
 import pytest
 
@@ -138,6 +139,18 @@ def test_the_interval_contains_the_median_and_lies_within_the_rounds() -> None:
     assert min(ratios) <= estimate.low <= estimate.median <= estimate.high <= max(ratios)
     assert estimate.low < estimate.high
     assert estimate.rounds == len(ratios)
+
+
+def test_five_rounds_give_an_interval_from_the_smallest_round_to_the_largest() -> None:
+    ratios = paired_ratios(FAST[:MIN_ROUNDS], SLOW[:MIN_ROUNDS])
+    estimate = bootstrap_interval(ratios)
+    assert (estimate.low, estimate.median, estimate.high) == (min(ratios), median(ratios), max(ratios))
+
+
+def test_seven_rounds_drop_the_extreme_rounds_from_the_interval() -> None:
+    ordered = sorted(paired_ratios(FAST, SLOW))
+    estimate = bootstrap_interval(ordered)
+    assert (estimate.low, estimate.high) == (ordered[1], ordered[-2])
 
 
 def test_an_identical_series_has_a_zero_width_interval() -> None:
