@@ -1,5 +1,6 @@
-"""Clicks counted off the hot path: added up in each replica's memory and written to PostgreSQL in
-one transaction every ``LAB_SHORTENER_CLICK_FLUSH_INTERVAL_S``.
+"""Clicks counted off the hot path: added up in each replica's memory
+(:class:`services.shortener.hardened.ClickTally`) and written to PostgreSQL in one transaction every
+``LAB_SHORTENER_CLICK_FLUSH_INTERVAL_S``; this module is the batches, their SQL and the flush loop.
 
 A redirect answers ``302`` before its click is stored; that is the price of a redirect without a
 database write, and this module states exactly what it costs:
@@ -24,6 +25,7 @@ import logging
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import asyncpg
 
@@ -48,57 +50,25 @@ class ClickBatch:
     batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
-class ClickTally:
-    """A :class:`~services.shortener.ports.ClickCounter` that adds clicks up in memory."""
-
-    def __init__(self, links: PostgresLinks) -> None:
-        self._links = links
-        self._counts: Counter[str] = Counter()
-        # Taken from the tally, not yet known to be stored. Only the first may have been tried (and
-        # may be stored already, its commit unconfirmed), so new counts never join it; they join the
-        # second, which keeps the list at two batches however long PostgreSQL is away.
-        self._unconfirmed: list[ClickBatch] = []
-
-    async def record(self, code: str) -> None:
-        self._counts[code] += 1
-
-    async def unflushed(self, code: str) -> int:
-        return self._counts[code] + sum(batch.counts[code] for batch in self._unconfirmed)
+class Flushable(Protocol):
+    """What the flush loop drives: a tally that writes what it holds, and says how much that is."""
 
     @property
-    def pending(self) -> int:
-        """Clicks this replica has answered and not yet stored: what a crash now would lose."""
-        return self._counts.total() + sum(batch.counts.total() for batch in self._unconfirmed)
+    def pending(self) -> int: ...
 
-    async def flush(self) -> int:
-        """Write every pending click; returns how many. A failure leaves them pending and raises."""
-        self._take_counts()
-        written = 0
-        while self._unconfirmed:
-            batch = self._unconfirmed[0]
-            await self._write(batch)
-            self._unconfirmed.pop(0)
-            written += batch.counts.total()
-        return written
-
-    def _take_counts(self) -> None:
-        if not self._counts:
-            return
-        counts, self._counts = self._counts, Counter()
-        if len(self._unconfirmed) == 2:
-            self._unconfirmed[1].counts.update(counts)
-        else:
-            self._unconfirmed.append(ClickBatch(counts))
-
-    async def _write(self, batch: ClickBatch) -> None:
-        async with self._links.pool.acquire() as conn, conn.transaction():
-            await conn.execute(FLUSH_LOCK)
-            if await conn.fetchval(RECORD_BATCH, batch.batch_id) is not None:
-                await self._links.add_clicks(batch.counts, conn=conn)
-        CLICKS_FLUSHED.inc(batch.counts.total())
+    async def flush(self) -> int: ...
 
 
-async def keep_flushing(tally: ClickTally, *, interval_s: float) -> None:
+async def write_batch(links: PostgresLinks, batch: ClickBatch) -> None:
+    """One transaction: the batch's id recorded and its clicks added, or neither."""
+    async with links.pool.acquire() as conn, conn.transaction():
+        await conn.execute(FLUSH_LOCK)
+        if await conn.fetchval(RECORD_BATCH, batch.batch_id) is not None:
+            await links.add_clicks(batch.counts, conn=conn)
+    CLICKS_FLUSHED.inc(batch.counts.total())
+
+
+async def keep_flushing(tally: Flushable, *, interval_s: float) -> None:
     """Each hardened replica's flush loop; an outage delays counts, it does not drop them."""
     while True:
         await asyncio.sleep(interval_s)
@@ -108,7 +78,7 @@ async def keep_flushing(tally: ClickTally, *, interval_s: float) -> None:
             logger.warning("click_flush_failed pending=%d error=%r", tally.pending, exc)
 
 
-async def flush_on_shutdown(tally: ClickTally) -> None:
+async def flush_on_shutdown(tally: Flushable) -> None:
     """The last flush of a replica that stops; if PostgreSQL is down now, its pending clicks are lost,
     and the log says how many."""
     try:

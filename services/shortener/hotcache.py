@@ -11,11 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from services.core.background import background
 from services.shortener.links import Target
+from services.shortener.settings import ShortenerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -74,3 +78,19 @@ async def listen_for_invalidations(redis: aioredis.Redis, *, channel: str, cache
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+@asynccontextmanager
+async def open_hot_cache(
+    redis: aioredis.Redis, *, prefix: str, settings: ShortenerSettings
+) -> AsyncIterator[HotKeyCache | None]:
+    """The cache when ``LAB_SHORTENER_HOT_CACHE_TTL_MS`` is set (``None`` otherwise), and the listener
+    that drops what other replicas delete, for as long as the block lasts."""
+    if not settings.shortener_hot_cache_ttl_ms:
+        yield None
+        return
+    hot = HotKeyCache(
+        ttl_s=settings.shortener_hot_cache_ttl_ms / 1000, max_entries=settings.shortener_hot_cache_max_entries
+    )
+    async with background(listen_for_invalidations(redis, channel=invalidation_channel(prefix), cache=hot)):
+        yield hot

@@ -1,7 +1,9 @@
 """Pre-generated key pool: codes are made ahead of time, leased in batches, handed out from memory.
 
-The generator (:func:`refill_pool`) keeps the ``key_pool`` table above a low-water mark; any instance
-may run it, an advisory lock makes it one at a time. An instance leases a batch with one statement
+This module is the pool's table and its generator; the adapter that leases and hands out codes is
+:class:`services.shortener.hardened.KeyPool`. The generator (:func:`refill_pool`) keeps the
+``key_pool`` table above a low-water mark; any instance may run it, an advisory lock makes it one at
+a time. An instance leases a batch with one statement
 (``FOR UPDATE SKIP LOCKED``, so concurrent leases never wait on or share a row) and then creates links
 with no collision check. A crashed instance wastes at most its unused batch.
 """
@@ -10,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
 from services.shortener.codes import random_codes
-from services.shortener.errors import CodeSpaceExhausted
-from services.shortener.metrics import KEYPOOL_GENERATED, KEYPOOL_LEASED
+from services.shortener.metrics import KEYPOOL_GENERATED
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +39,6 @@ ON CONFLICT (code) DO UPDATE SET leased_at = coalesce(key_pool.leased_at, now())
 """
 GENERATOR_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('shortener-keypool-generator'))"
 _GENERATE_CHUNK = 10_000
-_LEASE_ATTEMPTS = 100
-_LEASE_RETRY_S = 0.05
 
 
 async def refill_pool(pool: asyncpg.Pool, *, code_length: int, low_water: int, target: int) -> int:
@@ -71,56 +70,11 @@ async def _add_codes(conn: asyncpg.Connection, *, wanted: int, code_length: int)
     return added
 
 
-class KeyPool:
-    """A :class:`~services.shortener.ports.CodeSource` handing out leased codes from memory."""
-
-    def __init__(
-        self, pool: asyncpg.Pool, *, code_length: int, batch_size: int, low_water: int, target: int
-    ) -> None:
-        self._pool = pool
-        self._code_length = code_length
-        self._batch_size = batch_size
-        self._low_water = low_water
-        self._target = target
-        self._leased: deque[str] = deque()
-        self._lease_lock = asyncio.Lock()
-
-    async def next_code(self) -> str:
-        if not self._leased:
-            async with self._lease_lock:  # one lease per instance at a time, not one per request
-                if not self._leased:
-                    await self._lease_batch()
-        return self._leased.popleft()
-
-    async def retire(self, code: str) -> None:
-        await self._pool.execute(RETIRE_CODE, code)
-
-    async def refill(self) -> int:
-        return await refill_pool(
-            self._pool, code_length=self._code_length, low_water=self._low_water, target=self._target
-        )
-
-    async def _lease_batch(self) -> None:
-        for _ in range(_LEASE_ATTEMPTS):
-            codes = await self._pool.fetch(LEASE_BATCH, self._batch_size)
-            if codes:
-                break
-            # The generator fell behind: generate now rather than fail the create, or give the
-            # instance that holds the generator lock a moment to commit its codes.
-            if not await self.refill():
-                await asyncio.sleep(_LEASE_RETRY_S)
-        else:
-            raise CodeSpaceExhausted("the key pool is empty and could not be refilled")
-        self._leased.extend(row["code"] for row in codes)
-        KEYPOOL_LEASED.inc(len(codes))
-        logger.info("keypool_leased codes=%d", len(codes))
-
-
-async def keep_pool_filled(keys: KeyPool, *, interval_s: float) -> None:
+async def keep_pool_filled(refill: Callable[[], Awaitable[int]], *, interval_s: float) -> None:
     """The generator loop each hardened instance runs; only one refills at a time."""
     while True:
         try:
-            await keys.refill()
+            await refill()
         except (OSError, asyncpg.PostgresError) as exc:  # the database comes back; keep looping
             logger.warning("keypool_refill_failed error=%r", exc)
         await asyncio.sleep(interval_s)

@@ -15,15 +15,13 @@ and by the viral-link benchmark in ``loadtests/shortener_bench.py``.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
 
 from services.shortener.codes import random_code
 from services.shortener.errors import CodeSpaceExhausted
 from services.shortener.links import Target
 from services.shortener.metrics import CREATE_RETRIES
-from services.shortener.ports import Adapters, ClickCounter, Wiring
+from services.shortener.ports import ClickCounter
 from services.shortener.repository import PostgresLinks
 
 logger = logging.getLogger(__name__)
@@ -78,20 +76,3 @@ class RowClickCounter:
 
     async def unflushed(self, code: str) -> int:
         return 0
-
-
-@asynccontextmanager
-async def open_adapters(wiring: Wiring) -> AsyncIterator[Adapters]:
-    """Everything goes to PostgreSQL; no cache, no background work."""
-    links = wiring.links
-    settings = wiring.settings
-    clicks = RowClickCounter(links)
-    yield Adapters(
-        codes=CheckedRandomCodes(
-            links,
-            code_length=settings.shortener_code_length,
-            max_attempts=settings.shortener_max_create_attempts,
-        ),
-        redirects=DatabaseRedirects(links, clicks=clicks),
-        clicks=clicks,
-    )

@@ -16,7 +16,8 @@ from loadtests.environment import counter
 from services.core.resources import apply_schema, read_resource
 from services.lab import processes
 from services.lab.infra import InfraEndpoints
-from services.shortener.clicks import FLUSH_LOCK, ClickTally
+from services.shortener.clicks import FLUSH_LOCK
+from services.shortener.hardened import ClickTally
 from services.shortener.repository import PostgresLinks
 from services.shortener.settings import ShortenerSettings
 from tests.support.servers import run_app
