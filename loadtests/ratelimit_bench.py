@@ -19,8 +19,8 @@ import json
 import random
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack, ExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,16 +60,19 @@ class OneRoundTrip:
         return Decision(allowed=True, remaining=policy.limit, reset_s=0)
 
 
-async def _wire_floor(app: FastAPI, settings: RateLimitSettings, stack: AsyncExitStack) -> RateLimiter:
+@asynccontextmanager
+async def _open_floor(app: FastAPI, settings: RateLimitSettings) -> AsyncIterator[RateLimiter]:
     """The same connection and the same failure policy as the hardened limiter: only the check differs."""
-    checks = await stack.enter_async_context(limiter_checks(settings))
-    register_health_check(app, name="redis", check=pipeline_check(checks))
-    return FailurePolicy(OneRoundTrip(checks), on_error=settings.ratelimit_on_redis_error)
+    async with limiter_checks(settings) as checks:
+        register_health_check(app, name="redis", check=pipeline_check(checks))
+        yield FailurePolicy(OneRoundTrip(checks), on_error=settings.ratelimit_on_redis_error)
 
 
 def create_floor_app(_: str) -> FastAPI:
     """uvicorn factory for the baseline (the variant name is unused: there is one floor)."""
-    return build_protected_app(title="Rate limiter floor", settings=RateLimitSettings(), wire=_wire_floor)
+    return build_protected_app(
+        title="Rate limiter floor", settings=RateLimitSettings(), open_limiter=_open_floor
+    )
 
 
 # -- HTTP overhead -------------------------------------------------------------------------------

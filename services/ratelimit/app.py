@@ -5,12 +5,12 @@ The two variants differ only here, in which limiter the guard is given.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.core.app import build_app
+from services.core.app import build_app, variant_wiring
 from services.core.autopipeline import AutoPipeline
 from services.core.health import register_health_check
 from services.core.resources import connect_early, pipeline_check
@@ -22,20 +22,24 @@ from services.ratelimit.naive import FixedWindowCounter
 from services.ratelimit.ports import Policy, RateLimiter
 from services.ratelimit.settings import RateLimitSettings
 
-WireLimiter = Callable[[FastAPI, RateLimitSettings, AsyncExitStack], Awaitable[RateLimiter]]
+OpenLimiter = Callable[[FastAPI, RateLimitSettings], AbstractAsyncContextManager[RateLimiter]]
 
 
-async def wire_naive(_: FastAPI, __: RateLimitSettings, ___: AsyncExitStack) -> RateLimiter:
-    return FixedWindowCounter()
+@asynccontextmanager
+async def open_naive_limiter(_: FastAPI, __: RateLimitSettings) -> AsyncIterator[RateLimiter]:
+    """Counts in this process's memory: nothing to open."""
+    yield FixedWindowCounter()
 
 
-async def wire_hardened(app: FastAPI, settings: RateLimitSettings, stack: AsyncExitStack) -> RateLimiter:
-    checks = await stack.enter_async_context(limiter_checks(settings))
-    await connect_early(checks)
-    register_health_check(app, name="redis", check=pipeline_check(checks))
-    window = RedisSlidingWindow.for_algorithm(checks, settings.ratelimit_algorithm)
-    guarded = FailurePolicy(window, on_error=settings.ratelimit_on_redis_error)
-    return ShedWhenBusy(guarded, max_in_flight=settings.ratelimit_max_in_flight)
+@asynccontextmanager
+async def open_hardened_limiter(app: FastAPI, settings: RateLimitSettings) -> AsyncIterator[RateLimiter]:
+    """The sliding window on the checks' one multiplexed connection, its failure policy and shedding."""
+    async with limiter_checks(settings) as checks:
+        await connect_early(checks)
+        register_health_check(app, name="redis", check=pipeline_check(checks))
+        window = RedisSlidingWindow.for_algorithm(checks, settings.ratelimit_algorithm)
+        guarded = FailurePolicy(window, on_error=settings.ratelimit_on_redis_error)
+        yield ShedWhenBusy(guarded, max_in_flight=settings.ratelimit_max_in_flight)
 
 
 def limiter_checks(settings: RateLimitSettings) -> AutoPipeline:
@@ -43,7 +47,7 @@ def limiter_checks(settings: RateLimitSettings) -> AutoPipeline:
     return AutoPipeline(settings.redis_url, timeout_s=settings.ratelimit_redis_timeout_ms / 1000)
 
 
-VARIANTS: dict[str, WireLimiter] = {"naive": wire_naive, "hardened": wire_hardened}
+VARIANTS: dict[str, OpenLimiter] = {"naive": open_naive_limiter, "hardened": open_hardened_limiter}
 
 
 def policies(settings: RateLimitSettings) -> tuple[Policy, dict[str, Policy]]:
@@ -55,21 +59,19 @@ def policies(settings: RateLimitSettings) -> tuple[Policy, dict[str, Policy]]:
 
 
 def create_app(variant: str, settings: RateLimitSettings | None = None) -> FastAPI:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown rate-limiter variant {variant!r}; choose one of {sorted(VARIANTS)}")
+    open_limiter = variant_wiring(VARIANTS, variant, design="rate-limiter")
     return build_protected_app(
-        title=f"Rate limiter ({variant})", settings=settings or RateLimitSettings(), wire=VARIANTS[variant]
+        title=f"Rate limiter ({variant})", settings=settings or RateLimitSettings(), open_limiter=open_limiter
     )
 
 
-def build_protected_app(*, title: str, settings: RateLimitSettings, wire: WireLimiter) -> FastAPI:
-    """The protected API guarded by whatever limiter ``wire`` builds (the bench adds a baseline)."""
+def build_protected_app(*, title: str, settings: RateLimitSettings, open_limiter: OpenLimiter) -> FastAPI:
+    """The protected API guarded by whatever limiter ``open_limiter`` opens (the bench adds a baseline)."""
     default, per_route = policies(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with AsyncExitStack() as stack:
-            limiter = await wire(app, settings, stack)
+        async with open_limiter(app, settings) as limiter:
             app.state.rate_limit_guard = RateLimitGuard(
                 limiter, default=default, per_route=per_route, trusted_proxies=settings.trusted_proxies
             )
