@@ -1,43 +1,44 @@
-"""``lab bench``: the same load against each variant of a design, then the audit and the report.
+"""``lab bench``: rounds of the same load against each variant of a design, measured by the engine.
 
-The bench brings the lab up (and down again if it was not running), resets the design's state before
-each variant, runs the identical Locust profile against it (one after the other by default, at the
-same time with ``concurrent``), records the server processes' CPU and an optional chaos timeline,
-audits the design's invariants, and writes ``report.json``, ``report.md`` and ``report.html`` next to
-Locust's own report of each run.
+Every round runs each target once, in a counterbalanced order
+(:func:`~loadtests.engine.verdicts.round_orders`), and by default one variant twice, under two labels,
+for an A/A comparison that shows the noise. A run is: reset the design's state, start the load
+generator (open loop at a rate, a stepped sweep, or the design's closed-loop users), meter every
+process family's CPU over the measurement window, apply the chaos timeline on the load's own clock,
+audit the design's invariants. Then each goal of the design
+is a paired ratio per round, with its median, bootstrap interval and verdict, and the report is
+written (``report.json``, ``report.md``, ``report.html``, the merged histograms).
+
+The bench sees the lab only through :class:`~loadtests.engine.lab.RunningLab`; the ``lab`` command
+brings the lab up and hands one over.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import signal
-import threading
+import shlex
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from loadtests.chaos import SIGNALS, ChaosRunner, ChaosStep, parse_timeline
-from loadtests.designs import DESIGNS, BenchContext, BenchDesign
+from loadtests.chaos import ChaosRunner, ChaosStep, parse_timeline
+from loadtests.designs import DESIGNS, BenchContext, BenchDesign, Goal
+from loadtests.engine.cpu import CpuMeter
+from loadtests.engine.generator import LoadPlan, LoadResult, start_load
+from loadtests.engine.lab import RunningLab
+from loadtests.engine.recording import merged_tally
+from loadtests.engine.schedule import Schedule
+from loadtests.engine.summary import Slo, WindowSummary, series, windows
+from loadtests.engine.sweep import broke_at, knee, sweep_rates
+from loadtests.engine.verdicts import AGAIN_SUFFIX, Comparison, again_label, round_orders
 from loadtests.environment import machine_info
-from loadtests.locust_runner import LoadSummary, run_locust
-from loadtests.report import write_reports
-from loadtests.shapes import SHAPES
-from services.lab import processes
-from services.lab.settings import LabSettings
-from services.lab.state import LabState
-from services.lab.supervisor import Supervisor
 
-# The bench's own work per variant (reset, audit, start-up of the load generator) beyond this is
-# reported as a warning: it should not hide in the run time.
-OVERHEAD_BUDGET_S = 5.0
+MODES = ("rate", "sweep", "closed")
+GENERATOR = "load generator"
 
 
 class BenchError(ValueError):
@@ -48,14 +49,21 @@ class BenchError(ValueError):
 class BenchOptions:
     design: str
     variants: tuple[str, ...] = ("naive", "hardened")
-    shape: str = "steady"
-    users: int = 20
-    duration_s: int = 30
-    concurrent: bool = False
-    workers: int = 0
-    out: Path | None = None
+    mode: str | None = None  # the design's own default when None
+    rate: float | None = None  # mode "rate": requests per second
+    steps: tuple[float, ...] = ()  # mode "sweep": the offered rates; the design's default when empty
+    step_s: float = 4.0
+    duration_s: float = 10.0  # modes "rate" and "closed"
+    warmup_s: float = 2.0
+    deadline_s: float | None = None  # the design's client deadline when None
+    rounds: int = 5
+    users: int = 0  # mode "closed": the design's default when 0
+    processes: int = 1
+    aa: bool = True
+    slo: Slo = field(default_factory=Slo)
     chaos: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    out: Path | None = None
+    command: str = ""
 
 
 def parse_duration(text: str) -> int:
@@ -66,229 +74,260 @@ def parse_duration(text: str) -> int:
     return int(match[1]) * (60 if match[2] == "m" else 1)
 
 
-def validate(options: BenchOptions, supervisor: Supervisor) -> tuple[BenchDesign, list[ChaosStep]]:
+def parse_rates(text: str) -> tuple[float, ...]:
+    """``100,200,400`` → rates; each must be a positive number."""
+    try:
+        rates = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise BenchError(f"cannot read the rates {text!r}; use e.g. 100,200,400") from exc
+    if any(rate <= 0 for rate in rates):
+        raise BenchError("every rate must be a positive number of requests per second")
+    return rates
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Options resolved against the design's defaults, and checked."""
+
+    design: BenchDesign
+    mode: str
+    labels: tuple[str, ...]
+    chaos: list[ChaosStep]
+    rate: float
+    steps: tuple[float, ...]
+    users: int
+    deadline_s: float
+
+
+def resolve(options: BenchOptions, lab: RunningLab) -> Plan:
     design = DESIGNS.get(options.design)
     if design is None:
         raise BenchError(f"unknown design {options.design!r}; choose one of {', '.join(DESIGNS)}")
     unknown = [v for v in options.variants if v not in design.services]
     if unknown or not options.variants:
         raise BenchError(f"unknown variant(s) {unknown}; {design.name} has {', '.join(design.services)}")
-    if options.shape not in SHAPES:
-        raise BenchError(f"unknown shape {options.shape!r}; choose one of {', '.join(SHAPES)}")
-    if options.users < 1 or options.workers < 0:
-        raise BenchError("--users must be at least 1 and --workers at least 0")
-    reason = supervisor.cannot_run(design.name)
-    if reason is not None:
-        raise BenchError(reason)
+    mode = options.mode or design.mode
+    if mode not in MODES:
+        raise BenchError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode != "closed" and design.open_user is None:
+        raise BenchError(f"{design.name} is measured with closed-loop users only (--mode closed)")
+    deadline_s = options.deadline_s or design.deadline_s
+    if options.rounds < 1 or options.processes < 1 or deadline_s <= 0 or options.warmup_s < 0:
+        raise BenchError("--rounds and --processes must be at least 1, --deadline positive, --warmup ≥ 0")
     try:
-        steps = parse_timeline(options.chaos, components=supervisor.known_components())
+        chaos = parse_timeline(options.chaos, components=lab.components())
     except ValueError as exc:
         raise BenchError(str(exc)) from exc
-    return design, steps
+    labels = tuple(options.variants) + ((again_label(options.variants[-1]),) if options.aa else ())
+    return Plan(
+        design=design,
+        mode=mode,
+        labels=labels,
+        chaos=chaos,
+        rate=options.rate or design.rate,
+        steps=options.steps
+        or tuple(sweep_rates(start=design.sweep.start, factor=design.sweep.factor, steps=design.sweep.steps)),
+        users=options.users or design.users,
+        deadline_s=deadline_s,
+    )
 
 
 Say = Callable[[str], None]
-Timer = Callable[[str, float], AbstractContextManager[object]]
-"""Shows a timed step (a run under load) as it goes, e.g. as a progress bar."""
 
 
-def _no_timer(_: str, __: float) -> AbstractContextManager[object]:
-    return nullcontext()
-
-
-def run_bench(
-    options: BenchOptions, *, settings: LabSettings, say: Say = lambda _: None, timer: Timer = _no_timer
-) -> dict[str, Path]:
-    supervisor = Supervisor(settings, report=lambda line: say(f"  {line}"))
-    design, steps = validate(options, supervisor)
-    for warning in storage_warnings(supervisor, steps):
-        say(f"warning: {warning}")
-    out_dir = options.out or Path("results") / f"{design.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    lab_was_running = bool(LabState.load(settings.state_dir).processes)
-    apply_lab_env(design)
-    try:
-        say("bringing the lab up")
-        endpoints = supervisor.up().endpoints
-        context = BenchContext(supervisor=supervisor, endpoints=endpoints)
-        runs = _run_variants(design, context, options, steps, out_dir, say, timer)
-        report = _report(design, options, runs)
-        return write_reports(report, out_dir)
-    finally:
-        if not lab_was_running:
-            say("stopping the lab the bench started")
-            supervisor.down()
-
-
-def storage_warnings(supervisor: Supervisor, steps: Sequence[ChaosStep]) -> list[str]:
-    """What the timeline's kills and restarts of an in-memory broker will lose (one line per action)."""
-    broker = supervisor.broker()
-    actions = dict.fromkeys(step.action for step in steps if step.component == "kafka")
-    return [w for w in map(broker.chaos_warning, actions) if w]
-
-
-def apply_lab_env(design: BenchDesign) -> None:
-    """The design's demo settings, where the user set none; inherited by the services ``up`` starts."""
-    for name, value in design.lab_env.items():
+def apply_lab_env(design_name: str) -> None:
+    """The design's demo settings, where the user set none; inherited by the services the lab starts
+    next (a lab already running keeps its own)."""
+    design = DESIGNS.get(design_name)
+    for name, value in (design.lab_env if design else {}).items():
         os.environ.setdefault(name, value)
 
 
-def _run_variants(
-    design: BenchDesign,
-    context: BenchContext,
-    options: BenchOptions,
-    steps: list[ChaosStep],
-    out_dir: Path,
-    say: Say,
-    timer: Timer,
-) -> dict[str, dict[str, Any]]:
-    if not options.concurrent:
-        return {
-            v: _run_variant(design, context, options, v, steps, out_dir, say, timer) for v in options.variants
-        }
-    for variant in options.variants:
-        design.reset(context, variant)
-    results: dict[str, dict[str, Any]] = {}
-    threads = [
-        threading.Thread(
-            target=lambda v=variant: results.__setitem__(
-                v, _run_variant(design, context, options, v, steps, out_dir, say, timer, reset=False)
+def run_bench(options: BenchOptions, *, lab: RunningLab, say: Say = lambda _: None) -> dict[str, Path]:
+    from loadtests.engine.report import write_report  # matplotlib loads only when a report is written
+
+    plan = resolve(options, lab)
+    out_dir = options.out or Path("results") / f"{plan.design.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    context = BenchContext(lab=lab)
+    rounds = []
+    for index, order in enumerate(round_orders(plan.labels, options.rounds)):
+        runs = {}
+        for label in order:
+            say(f"round {index + 1}/{options.rounds}: {label}")
+            runs[label] = _run_target(
+                plan, options, context, label, out_dir / f"round-{index + 1}" / _slug(label)
             )
-        )
-        for variant in options.variants
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return {v: results[v] for v in options.variants}
+        rounds.append({"index": index, "order": list(order), "runs": runs})
+    return write_report(_report(plan, options, rounds), out_dir)
 
 
-def _run_variant(
-    design: BenchDesign,
-    context: BenchContext,
-    options: BenchOptions,
-    variant: str,
-    steps: list[ChaosStep],
-    out_dir: Path,
-    say: Say,
-    timer: Timer,
-    *,
-    reset: bool = True,
+def _slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+
+
+def variant_of(label: str) -> str:
+    return label.removesuffix(AGAIN_SUFFIX)
+
+
+def _run_target(
+    plan: Plan, options: BenchOptions, context: BenchContext, label: str, run_dir: Path
 ) -> dict[str, Any]:
-    started = time.monotonic()
-    run_dir = out_dir / variant
+    variant = variant_of(label)
     run_dir.mkdir(parents=True, exist_ok=True)
+    plan.design.reset(context, variant)
+    component = plan.design.services[variant]
+    url = context.lab.url_of(component)
     run_id = uuid.uuid4().hex[:12]  # names what this run creates, so its audit finds exactly that
+    load_plan = _load_plan(plan, options, url, run_dir, run_id)
     (run_dir / "run.json").write_text(
-        json.dumps({"run_id": run_id, "variant": variant, "users": options.users})
+        f'{{"run_id": "{run_id}", "variant": "{variant}", "users": {load_plan.users}}}'
     )
-    if reset:
-        say(f"{variant}: resetting {design.name}'s state")
-        design.reset(context, variant)
-    component = design.services[variant]
-    url = context.supervisor.url_of(component)
-    chaos = ChaosRunner(steps, apply=lambda step: _apply(context.supervisor, step))
-    cpu_before = _cpu_seconds(context.supervisor, component)
-    say(f"{variant}: {options.users} users, shape {options.shape}, {options.duration_s} s against {url}")
-    chaos.start()
-    try:
-        with timer(f"{variant} under load", options.duration_s):
-            load = _load(design, options, url, run_dir, run_id)
-    finally:
-        chaos.stop()
-        _undo_chaos(context.supervisor, steps)
-    cpu_used = _cpu_seconds(context.supervisor, component) - cpu_before
-    say(f"{variant}: auditing")
-    audit_started = time.monotonic()
-    audit = design.audit(context, variant, run_dir)
-    # Waiting for the system to settle (late answers, lagging consumers) is a property of the
-    # design under test, reported on its own; the bench's overhead is everything else.
-    audit_s = time.monotonic() - audit_started
-    overhead = time.monotonic() - started - options.duration_s - audit_s
+    result, cpu, applied = _measure(plan, context.lab, load_plan, run_dir)
+    summaries = windows(result.recording, slo=options.slo)
+    audit = plan.design.audit(context, variant, run_dir)
+    tally = merged_tally(result.recording)
     return {
+        "target": label,
         "url": url,
-        "load": load.to_json(),
-        "service_cpu_cores": round(cpu_used / max(load.duration_s, 1e-9), 2),
+        "windows": [w.to_json() for w in summaries],
+        "series": series(result.recording),
+        "histograms": {
+            "ok": tally.ok_latency.encode().decode(),
+            "failed": tally.failed_latency.encode().decode(),
+        },
+        "cpu": _cpu_report(cpu, component=component, ok=tally.ok),
+        "metrics": _metrics(summaries, cpu, component=component, mode=plan.mode),
         "audit": audit.to_json(),
-        "chaos": [step.to_json() for step in chaos.applied],
-        "bench_overhead_s": round(max(overhead, 0.0), 1),
-        "audit_wait_s": round(audit_s, 1),
+        "chaos": applied,
     }
 
 
-def _load(design: BenchDesign, options: BenchOptions, url: str, run_dir: Path, run_id: str) -> LoadSummary:
-    return run_locust(
-        design.locustfile,
-        host=url,
-        users=options.users,
-        duration_s=options.duration_s,
-        shape=options.shape,
-        env={**design.load_env, "LAB_BENCH_RECORD_DIR": str(run_dir), "LAB_BENCH_RUN_ID": run_id},
-        out_dir=run_dir,
-        processes=options.workers,
+def _load_plan(plan: Plan, options: BenchOptions, url: str, run_dir: Path, run_id: str) -> LoadPlan:
+    design = plan.design
+    env = {**design.load_env, "LAB_BENCH_RUN_ID": run_id}
+    common = {"host": url, "deadline_s": plan.deadline_s, "processes": options.processes, "env": env}
+    if plan.mode == "closed":
+        return LoadPlan(
+            locustfile=design.closed_locustfile or design.locustfile,
+            user_class=design.closed_user,
+            users=plan.users,
+            duration_s=options.duration_s,
+            warmup_s=options.warmup_s,
+            **common,  # type: ignore[arg-type]
+        )
+    schedule = (
+        Schedule.stepped(plan.steps, options.step_s)
+        if plan.mode == "sweep"
+        else Schedule.constant(plan.rate, options.duration_s)
+    )
+    assert design.open_user is not None  # resolve() refused an open loop without one
+    warmup_s = min(options.warmup_s, options.step_s / 2) if plan.mode == "sweep" else options.warmup_s
+    return LoadPlan(
+        locustfile=design.locustfile,
+        user_class=design.open_user,
+        schedule=schedule,
+        warmup_s=warmup_s,
+        **common,  # type: ignore[arg-type]
     )
 
 
-def _cpu_seconds(supervisor: Supervisor, component: str) -> float:
-    record = supervisor.record_of(component)
-    total = 0.0
-    for pid in processes.pids_of(record) if record else []:
+def _measure(
+    plan: Plan, lab: RunningLab, load_plan: LoadPlan, run_dir: Path
+) -> tuple[LoadResult, Any, list[dict[str, Any]]]:
+    """The load, the CPU of every process family over its window, and the chaos applied on its clock."""
+    load = start_load(load_plan, out_dir=run_dir)
+    meter = CpuMeter({**lab.cpu_roots(), GENERATOR: load.pid}, generators=[GENERATOR])
+    meter.start()
+    try:
+        started = load.wait_started()
+        chaos = ChaosRunner(plan.chaos, apply=lambda step: lab.signal(step.component, step.action))
+        chaos.start()
+        offset = time.monotonic() - started  # the timeline starts this long after the load's t = 0
         try:
-            times = psutil.Process(pid).cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
-
-
-def _apply(supervisor: Supervisor, step: ChaosStep) -> None:
-    if step.action == "restart":
-        supervisor.restart([step.component])
-    else:
-        supervisor.signal_component(step.component, SIGNALS[step.action])
-
-
-def _undo_chaos(supervisor: Supervisor, steps: Sequence[ChaosStep]) -> None:
-    """Leave the lab as the run found it: resume what was paused, start what was killed."""
-    if not steps:
-        return
-    for name in {step.component for step in steps}:
-        record = supervisor.record_of(name)
-        if record is not None:
-            processes.signal_group(record, signal.SIGCONT)
-    supervisor.up()
-
-
-def _report(design: BenchDesign, options: BenchOptions, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    flags = [
-        f"{variant}: the load generator peaked at {run['load']['locust_cpu_percent']}% of a core; "
-        "its numbers measure Locust as much as the service (use --workers)"
-        for variant, run in runs.items()
-        if run["load"]["locust_saturated"]
-    ] + [
-        f"{variant}: the bench spent {run['bench_overhead_s']} s beyond the run time"
-        for variant, run in runs.items()
-        if run["bench_overhead_s"] > OVERHEAD_BUDGET_S
+            result = load.finish()
+        finally:
+            chaos.stop()
+            if plan.chaos:
+                lab.recover()
+        first, last = result.recording.windows[0], result.recording.windows[-1]
+        meter.mark("window-start", at=result.started_monotonic + first.start_s)
+        meter.mark("window-end", at=result.started_monotonic + min(last.end_s, load_plan.run_s))
+    finally:
+        meter.stop()
+    applied = [
+        {**step.to_json(), "at_s": round(offset + (step.applied_at_s or step.at_s), 3)}
+        for step in chaos.applied
     ]
+    return result, meter.window(), applied
+
+
+def _cpu_report(cpu: Any, *, component: str, ok: int) -> dict[str, Any]:
+    per_request = cpu.per_request(ok) if ok else {}
+    return {
+        "window_s": round(cpu.duration_s, 3),
+        "components": {
+            name: {
+                "cpu_s": round(usage.seconds, 4),
+                "cores": round(usage.cores, 3),
+                "us_per_request": round(per_request[name], 1) if name in per_request else None,
+            }
+            for name, usage in cpu.components.items()
+        },
+        "service": component,
+        "generator": {
+            "steady_cores": round(max(cpu.generator_processes.get(GENERATOR, {}).values(), default=0.0), 3),
+            "bound": cpu.generator_bound,
+        },
+    }
+
+
+def _metrics(summaries: Sequence[WindowSummary], cpu: Any, *, component: str, mode: str) -> dict[str, Any]:
+    """The numbers goals are made of, for one run."""
+    ok = sum(w.ok for w in summaries)
+    length = sum(w.end_s - w.start_s for w in summaries)
+    system_s = sum(u.seconds for name, u in cpu.components.items() if name != GENERATOR)
+    service_s = cpu.components[component].seconds if component in cpu.components else 0.0
+    return {
+        "goodput_rps": round(ok / length, 2) if length else 0.0,
+        "p99_ms": summaries[0].latency_ms["p99"] if len(summaries) == 1 else None,
+        "knee_rps": knee(summaries) if mode == "sweep" else None,
+        "broke_at_rps": broke_at(summaries) if mode == "sweep" else None,
+        "service_us_per_request": round(service_s / ok * 1e6, 1) if ok else None,
+        "system_us_per_request": round(system_s / ok * 1e6, 1) if ok else None,
+        "generator_bound": cpu.generator_bound,
+    }
+
+
+def _report(plan: Plan, options: BenchOptions, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    design = plan.design
     return {
         "design": design.name,
+        "scenario": plan.mode,
         "title": design.title,
-        "run": {
-            "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-            "shape": options.shape,
-            "users": options.users,
-            "duration_s": options.duration_s,
-            "concurrent": options.concurrent,
-            "workers": options.workers,
-            "chaos": options.chaos,
-        },
+        "question": design.question,
+        "what_to_watch": design.what_to_watch,
+        "command": options.command or _command(plan, options),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "machine": machine_info(),
         "settings": _lab_settings_env(),
-        "variants": {
-            variant: {k: v for k, v in run.items() if k != "chaos"} for variant, run in runs.items()
+        "slo": {"p99_ms": options.slo.p99_ms, "max_errors": options.slo.max_errors},
+        "mode": plan.mode,
+        "load": {
+            "rate": plan.rate if plan.mode == "rate" else None,
+            "steps": list(plan.steps) if plan.mode == "sweep" else [],
+            "step_s": options.step_s,
+            "duration_s": options.duration_s,
+            "warmup_s": options.warmup_s,
+            "deadline_s": plan.deadline_s,
+            "processes": options.processes,
+            "users": plan.users if plan.mode == "closed" else 0,
+            "chaos": options.chaos,
         },
-        "chaos": {variant: run["chaos"] for variant, run in runs.items() if run["chaos"]},
-        "flags": flags,
+        "targets": list(plan.labels),
+        "rounds": rounds,
+        "comparisons": [c.to_json() for c in _comparisons(plan, rounds)],
+        "capacity": _capacity(rounds, plan.labels) if plan.mode == "sweep" else {},
+        "flags": _flags(rounds),
     }
 
 
@@ -297,3 +336,98 @@ def _lab_settings_env() -> dict[str, str]:
     return {
         k: ("***" if secret.search(k) else v) for k, v in sorted(os.environ.items()) if k.startswith("LAB_")
     }
+
+
+def _command(plan: Plan, options: BenchOptions) -> str:
+    words = ["lab", "bench", plan.design.name, "--mode", plan.mode, "--rounds", str(options.rounds)]
+    if plan.mode == "rate":
+        words += ["--rate", f"{plan.rate:g}", "--duration", f"{options.duration_s:g}s"]
+    elif plan.mode == "sweep":
+        words += ["--steps", ",".join(f"{r:g}" for r in plan.steps), "--step", f"{options.step_s:g}s"]
+    else:
+        words += ["--users", str(plan.users), "--duration", f"{options.duration_s:g}s"]
+    if options.chaos:
+        words += ["--chaos", options.chaos]
+    if not options.aa:
+        words.append("--no-aa")
+    return shlex.join(words)
+
+
+def _values(rounds: list[dict[str, Any]], label: str, metric: str) -> list[float]:
+    return [float(r["runs"][label]["metrics"][metric] or 0.0) for r in rounds]
+
+
+def _bound(rounds: list[dict[str, Any]], *labels: str) -> bool:
+    return any(r["runs"][label]["metrics"]["generator_bound"] for r in rounds for label in labels)
+
+
+def _comparisons(plan: Plan, rounds: list[dict[str, Any]]) -> list[Comparison]:
+    goals = [
+        g
+        for g in plan.design.goals
+        if g.mode == plan.mode and {g.numerator, g.denominator} <= set(plan.labels)
+    ]
+    noise = _noise_goal(plan)
+    return [_compare(goal, rounds) for goal in [*goals, *noise] if _comparable(goal, rounds)]
+
+
+def _noise_goal(plan: Plan) -> list[Goal]:
+    """The A/A comparison: one variant against itself, on the mode's headline number."""
+    again = [label for label in plan.labels if label.endswith(AGAIN_SUFFIX)]
+    if not again:
+        return []
+    metric = {"sweep": "knee_rps", "rate": "system_us_per_request", "closed": "goodput_rps"}[plan.mode]
+    first = variant_of(again[0])
+    return [Goal(f"A/A noise: {metric}, {again[0]} / {first}", again[0], first, metric, 1.0, plan.mode)]
+
+
+def _comparable(goal: Goal, rounds: list[dict[str, Any]]) -> bool:
+    return all(v > 0 for v in _values(rounds, goal.denominator, goal.metric))
+
+
+def _compare(goal: Goal, rounds: list[dict[str, Any]]) -> Comparison:
+    return Comparison.from_rounds(
+        goal.name,
+        numerator=goal.numerator,
+        denominator=goal.denominator,
+        values={label: _values(rounds, label, goal.metric) for label in (goal.numerator, goal.denominator)},
+        goal=goal.goal,
+        higher_is_better=goal.higher_is_better,
+        generator_bound=_bound(rounds, goal.numerator, goal.denominator),
+    )
+
+
+def _capacity(rounds: list[dict[str, Any]], labels: Sequence[str]) -> dict[str, Any]:
+    """Per target: the median knee over rounds and the curve of its first round."""
+    capacity = {}
+    for label in labels:
+        knees = sorted(r["runs"][label]["metrics"]["knee_rps"] or 0.0 for r in rounds)
+        first = rounds[0]["runs"][label]
+        capacity[label] = {
+            "knee_rps": knees[len(knees) // 2] or None,
+            "broke_at_rps": first["metrics"]["broke_at_rps"],
+            "curve": [
+                {
+                    "offered_rps": w["offered_rate"],
+                    "goodput_rps": w["goodput_rps"],
+                    "p99_ms": w["latency_ms"]["p99"],
+                    "error_fraction": w["error_fraction"],
+                    "meets_slo": w["meets_slo"],
+                }
+                for w in first["windows"]
+            ],
+        }
+    return capacity
+
+
+def _flags(rounds: list[dict[str, Any]]) -> list[str]:
+    flags = []
+    for r in rounds:
+        for label, run in r["runs"].items():
+            where = f"round {r['index'] + 1}, {label}"
+            if run["cpu"]["generator"]["bound"]:
+                cores = run["cpu"]["generator"]["steady_cores"]
+                flags.append(f"{where}: the load generator was bound ({cores} cores): a lower bound")
+            if any(not w["valid"] for w in run["windows"]):
+                flags.append(f"{where}: the generator fell behind its schedule: a window is not valid")
+    return flags

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from loadtests.bench import BenchOptions, Timer, apply_lab_env, parse_duration, run_bench
+from loadtests.bench import BenchOptions, parse_duration, run_bench
 from loadtests.designs import DESIGNS
-from services.lab.settings import LabSettings
-from services.lab.state import LabState
-from services.lab.supervisor import Supervisor
+from loadtests.engine.lab import RunningLab
 
 
 class DemoError(ValueError):
@@ -24,20 +24,18 @@ class DemoError(ValueError):
 
 @dataclass(frozen=True)
 class Act:
-    """One design's part of the demo."""
+    """One design's part of the demo: its bench in one round, in the design's own mode."""
 
     design: str
     title: str
-    shape: str
     intro: str
-    users: int = 20
+    users: int = 0  # closed-loop users; 0: the design's own
 
 
 ACTS = {
     "ratelimit": Act(
         design="ratelimit",
         title="Rate limiter: two workers, one quota?",
-        shape="steady",
         intro=(
             "A protected API allows each API key 100 requests a minute. Both variants run two uvicorn "
             "workers, as any service does once it needs a second core. Locust sends traffic from "
@@ -47,13 +45,11 @@ ACTS = {
     "shortener": Act(
         design="shortener",
         title="URL shortener: the read path",
-        shape="steady",
         intro="Creates, then redirects over a skewed working set: the hot path of a read-heavy design.",
     ),
     "flash-sale": Act(
         design="orders",
         title="Flash sale: oversold, double-charged, lost",
-        shape="spike",
         intro=(
             "A limited stock goes on sale; buyers arrive in a spike, time out, and retry, as real "
             "frontends do. Afterwards the auditor counts units sold against stock, charges per "
@@ -76,38 +72,27 @@ def available_acts(which: str) -> list[Act]:
     return [act]
 
 
-def _runnable(acts: list[Act], supervisor: Supervisor, *, explicit: bool) -> list[Act]:
+Say = Callable[[str], None]
+CannotRun = Callable[[str], "str | None"]
+
+
+def runnable_acts(which: str, *, cannot_run: CannotRun) -> list[Act]:
     """The acts this lab can run: one the user named fails with the reason, ``all`` skips it."""
-    reasons = {act.design: supervisor.cannot_run(act.design) for act in acts}
+    acts = available_acts(which)
+    reasons = {act.design: cannot_run(act.design) for act in acts}
     blocked = [reason for reason in reasons.values() if reason is not None]
-    if blocked and explicit:
+    if blocked and which != "all":
         raise DemoError(blocked[0])
     return [act for act in acts if reasons[act.design] is None]
 
 
-def run_demo(
-    which: str, *, settings: LabSettings, duration: str, users: int | None, console: Console, timer: Timer
-) -> Path:
-    """``users`` overrides every act's own number of users."""
-    acts = available_acts(which)
+def run_demo(acts: list[Act], *, lab: RunningLab, duration: str, users: int | None, console: Console) -> Path:
+    """``users`` overrides every act's own number of users. The lab is up already (with each act's
+    ``lab_env`` applied before it came up: see :func:`loadtests.bench.apply_lab_env`)."""
     duration_s = parse_duration(duration)
     out_dir = Path("results") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    supervisor = Supervisor(settings, report=lambda line: console.print(f"  {line}", style="dim"))
-    acts = _runnable(acts, supervisor, explicit=which != "all")
-    lab_was_running = bool(LabState.load(settings.state_dir).processes)
     console.rule("[bold]System Design Lab")
-    console.print("Bringing up PostgreSQL, Valkey, the Kafka-protocol broker and every service.")
-    for act in acts:
-        apply_lab_env(DESIGNS[act.design])
-    supervisor.up()
-    reports: dict[str, dict[str, object]] = {}
-    try:
-        for act in acts:
-            reports[act.design] = _perform(act, settings, duration_s, users, out_dir, console, timer)
-    finally:
-        if not lab_was_running:
-            console.print("Stopping what the demo started.")
-            supervisor.down()
+    reports = {act.design: _perform(act, lab, duration_s, users, out_dir, console) for act in acts}
     console.rule("[bold]Verdict")
     # Piped output has no width of its own (rich assumes 80); the verdict table needs one line a row.
     wide = console if console.is_terminal else Console(file=console.file, width=130)
@@ -117,13 +102,7 @@ def run_demo(
 
 
 def _perform(
-    act: Act,
-    settings: LabSettings,
-    duration_s: int,
-    users: int | None,
-    out: Path,
-    console: Console,
-    timer: Timer,
+    act: Act, lab: RunningLab, duration_s: int, users: int | None, out: Path, console: Console
 ) -> dict[str, object]:
     design = DESIGNS[act.design]
     console.rule(f"[bold]{act.title}")
@@ -132,13 +111,15 @@ def _perform(
     console.print(f"Running the naive variant, then the hardened one, {duration_s} s each.")
     options = BenchOptions(
         design=act.design,
-        shape=act.shape,
+        mode="rate" if design.mode == "sweep" else design.mode,  # a class has no time for a sweep
         users=users or act.users,
         duration_s=duration_s,
+        rounds=1,
+        aa=False,
         out=out / act.design,
     )
     say = lambda line: console.print(f"  {line}", style="dim")  # noqa: E731
-    paths = run_bench(options, settings=settings, say=say, timer=timer)
+    paths = run_bench(options, lab=lab, say=say)
     report: dict[str, object] = json.loads(paths["json"].read_text())
     console.print(f"Report: {paths['html']}")
     return report
@@ -153,24 +134,26 @@ VERDICT_COLUMNS = {
 }
 
 
-def _verdict_table(reports: dict[str, dict[str, object]]) -> Table:
+def _verdict_table(reports: dict[str, dict[str, Any]]) -> Table:
     table = Table(show_lines=True)
-    for column in ("design", "variant", "verdict", *VERDICT_COLUMNS, "p99 ms", "req/s"):
+    for column in ("design", "variant", "verdict", *VERDICT_COLUMNS, "p99 ms", "goodput/s"):
         table.add_column(column)
     for design, report in reports.items():
-        variants = report["variants"]
-        assert isinstance(variants, dict)
-        for variant, run in variants.items():
+        for variant, run in report["rounds"][0]["runs"].items():
             invariants = run["audit"]["invariants"]
             table.add_row(
                 design,
                 variant,
                 "[green]holds[/]" if run["audit"]["holds"] else "[bold red]BROKEN[/]",
                 *(_first_of(invariants, keys) for keys in VERDICT_COLUMNS.values()),
-                str(run["load"]["p99_ms"]),
-                str(run["load"]["throughput_rps"]),
+                _number(run["metrics"]["p99_ms"]),
+                _number(run["metrics"]["goodput_rps"]),
             )
     return table
+
+
+def _number(value: object) -> str:
+    return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _first_of(invariants: dict[str, object], keys: tuple[str, ...]) -> str:

@@ -14,17 +14,19 @@ import asyncpg
 import httpx
 import redis
 
+from loadtests.engine.lab import Endpoints, RunningLab
 from loadtests.environment import counter
-from services.lab.infra import InfraEndpoints
-from services.lab.supervisor import Supervisor
 
 HERE = Path(__file__).parent
 
 
 @dataclass(frozen=True)
 class BenchContext:
-    supervisor: Supervisor
-    endpoints: InfraEndpoints
+    lab: RunningLab
+
+    @property
+    def endpoints(self) -> Endpoints:
+        return self.lab.endpoints
 
 
 Reset = Callable[[BenchContext, str], None]
@@ -44,14 +46,48 @@ class AuditResult:
 
 
 @dataclass(frozen=True)
+class Sweep:
+    """The offered rates of a capacity sweep: ``start``, then ``factor`` times more each step."""
+
+    start: float
+    factor: float
+    steps: int
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A target for one ratio: ``numerator``'s ``metric`` over ``denominator``'s, in ``mode`` runs."""
+
+    name: str
+    numerator: str
+    denominator: str
+    metric: str  # a key of a run's "metrics": knee_rps, goodput_rps, p99_ms, system_us_per_request…
+    goal: float
+    mode: str
+    higher_is_better: bool = True
+
+
+@dataclass(frozen=True)
 class BenchDesign:
     name: str
     title: str
+    question: str
     locustfile: Path
     services: Mapping[str, str]  # variant -> the lab's component name
     reset: Reset
     audit: Audit
     what_to_watch: str
+    # How it is loaded by default: open loop ("rate" or "sweep") with ``open_user``, or "closed"
+    # with ``closed_user`` (from ``closed_locustfile`` when it is another file).
+    mode: str
+    closed_user: str
+    open_user: str | None = None
+    closed_locustfile: Path | None = None
+    rate: float = 200.0
+    sweep: Sweep = field(default_factory=lambda: Sweep(start=100.0, factor=1.5, steps=6))
+    users: int = 20
+    deadline_s: float = 2.0  # the client's one overall deadline per request
+    goals: tuple[Goal, ...] = ()
     # Settings of the Locust users (e.g. the client timeout of the flash-sale buyers).
     load_env: Mapping[str, str] = field(default_factory=dict)
     # Settings the design's services need for the flaw to show in a short run; a bench or demo
@@ -69,7 +105,7 @@ TIMING_TOLERANCE_S = 0.05
 def _reset_ratelimit(context: BenchContext, variant: str) -> None:
     """Both services restart, so each run's decision counters start at zero (and the naive counts,
     which live in its processes, with them); the hardened counts live in Redis and are removed."""
-    context.supervisor.restart([f"ratelimit-{variant}"])
+    context.lab.restart([f"ratelimit-{variant}"])
     if variant == "naive":
         return
     client = redis.Redis.from_url(context.endpoints.redis_url)
@@ -104,7 +140,7 @@ def _audit_ratelimit(context: BenchContext, variant: str, run_dir: Path) -> Audi
     window = settings.ratelimit_window_s - TIMING_TOLERANCE_S
     busiest = {key: most_in_any_window(stamps, window_s=window) for key, stamps in admitted.items()}
     over = sum(max(0, most - settings.ratelimit_limit) for most in busiest.values())
-    unchecked = _unchecked_decisions(context.supervisor.url_of(f"ratelimit-{variant}"))
+    unchecked = _unchecked_decisions(context.lab.url_of(f"ratelimit-{variant}"))
     return AuditResult(
         invariants={
             "over_admitted_requests": over,
@@ -135,7 +171,12 @@ def _unchecked_decisions(url: str) -> dict[str, int]:
 RATELIMIT = BenchDesign(
     name="ratelimit",
     title="Rate limiter",
+    question="Does each variant admit at most its limit per hot key, and what does a check cost?",
     locustfile=HERE / "ratelimit_users.py",
+    mode="rate",
+    open_user="RateLimitedArrivals",
+    closed_user="RateLimitedClient",
+    rate=400.0,
     services={"naive": "ratelimit-naive", "hardened": "ratelimit-hardened"},
     reset=_reset_ratelimit,
     audit=_audit_ratelimit,
@@ -159,12 +200,12 @@ def _reset_orders(context: BenchContext, variant: str) -> None:
     run (that backlog is part of its failure); a restart drops it, so it cannot sell into this sale.
     """
     if variant == "naive":
-        context.supervisor.restart(["orders-naive"])
-    url = context.supervisor.url_of(f"orders-{variant}")
+        context.lab.restart(["orders-naive"])
+    url = context.lab.url_of(f"orders-{variant}")
     response = httpx.post(
         f"{url}/api/v1/admin/flash-sales",
         json={"sku": FLASH_SKU, "stock": FLASH_STOCK, "price_cents": 1999},
-        headers={"Authorization": f"Bearer {context.supervisor.admin_token()}"},
+        headers={"Authorization": f"Bearer {context.lab.admin_token()}"},
         timeout=30,
     )
     response.raise_for_status()
@@ -212,7 +253,11 @@ def _audit_orders(context: BenchContext, variant: str, run_dir: Path) -> AuditRe
 ORDERS = BenchDesign(
     name="orders",
     title="Order flow: flash sale",
+    question="Does each variant sell exactly its stock, charge each buyer once, and answer in time?",
     locustfile=HERE / "orders_flash_users.py",
+    mode="closed",
+    closed_user="FlashSaleBuyer",
+    users=400,
     services={"naive": "orders-naive", "hardened": "orders-hardened"},
     reset=_reset_orders,
     audit=_audit_orders,
@@ -224,7 +269,8 @@ ORDERS = BenchDesign(
     # The lab compresses the incident's time: a 1.2 s gateway and a 1 s client timeout stand
     # for a stalled payment provider and a frontend giving up, so a short run shows what a real
     # sale shows over minutes.
-    load_env={"LAB_LOAD_SKU": FLASH_SKU, "LAB_LOAD_TIMEOUT_S": "1.0"},
+    load_env={"LAB_LOAD_SKU": FLASH_SKU},
+    deadline_s=1.0,
     lab_env={"LAB_PAYMENT_GATEWAY_LATENCY_MS": "1200"},
 )
 
@@ -280,7 +326,16 @@ async def _clicks_when_flushed(context: BenchContext, variant: str, run_id: str,
 SHORTENER = BenchDesign(
     name="shortener",
     title="URL shortener: redirects over a skewed working set",
+    question="How many redirects per second does each variant hold at the SLO, and does every click count?",
     locustfile=HERE / "shortener" / "users.py",
+    mode="sweep",
+    open_user="ShortenerArrivals",
+    closed_user="ShortenerUser",
+    sweep=Sweep(start=200.0, factor=1.5, steps=6),
+    goals=(
+        Goal("capacity at the SLO, hardened / naive", "hardened", "naive", "knee_rps", 3.0, "sweep"),
+        Goal("CPU per redirect, naive / hardened", "naive", "hardened", "system_us_per_request", 3.0, "rate"),
+    ),
     services={"naive": "shortener-naive", "hardened": "shortener-hardened"},
     reset=_fresh_links_per_run,
     audit=_audit_shortener,

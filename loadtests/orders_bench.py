@@ -121,7 +121,7 @@ def flash_sale(
 ) -> LoadSummary:
     """Locust: ``buyers`` users spawned within a second, each buying once with one retry."""
     asyncio.run(_open_sale(url, sku=sku, stock=stock))
-    env = {"LAB_LOAD_SKU": sku, "LAB_LOAD_TIMEOUT_S": str(timeout_s)}
+    env = {"LAB_LOAD_SKU": sku, "LAB_LOAD_DEADLINE_S": str(timeout_s)}
     return run_locust(FLASH_USERS_FILE, host=url, users=buyers, duration_s=20, env=env, out_dir=out_dir)
 
 

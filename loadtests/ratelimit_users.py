@@ -1,4 +1,5 @@
-"""Locust users for the rate limiter: many keys at a modest rate, and a few hot keys hammering.
+"""Locust users for the rate limiter: many keys at a modest rate, and a few hot keys hammering;
+``RateLimitedArrivals`` issues the same mix on the bench's open-loop schedule.
 
 A ``429`` is the limiter doing its job, so it counts as a success; anything else that is not a
 ``200`` is a failure. Keys come from the environment so the bench can size the key space:
@@ -19,6 +20,7 @@ from typing import Any
 
 from locust import FastHttpUser, constant, events, task
 
+from loadtests.engine.openloop import OpenLoopUser
 from loadtests.shapes import selected_shape
 
 RESOURCE = "/api/v1/resource"
@@ -54,6 +56,19 @@ class RateLimitedClient(FastHttpUser):
         # its own connection, so requests spread over the service's processes as a load balancer
         # spreads them over replicas. On one kept-alive connection they would all meet one process.
         self._request(f"hot-{random.randrange(self.hot_keys)}", fresh_connection=True)
+
+
+class RateLimitedArrivals(OpenLoopUser, RateLimitedClient):
+    """Open loop: the same mix of requests, on the bench's schedule."""
+
+    abstract = False
+    tasks = []  # noqa: RUF012 - the schedule drives this user, not Locust's task picker
+
+    def send(self) -> None:
+        if random.random() < 0.1:
+            self.hot_key()
+        else:
+            self.spread_key()
 
 
 ADMITTED: defaultdict[str, list[float]] = defaultdict(list)

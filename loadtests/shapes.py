@@ -53,11 +53,14 @@ def users_at(shape: str, knobs: ShapeKnobs, elapsed_s: float) -> int | None:
     return knobs.users if in_surge else baseline
 
 
-def selected_shape() -> type[LoadTestShape]:
-    """The shape class named by ``LAB_SHAPE``, for a locustfile to bind at module level."""
+def selected_shape() -> type[LoadTestShape] | None:
+    """The shape class named by ``LAB_SHAPE``, for a locustfile to bind at module level; ``None`` for
+    ``LAB_SHAPE=none`` (an open-loop run follows its schedule, and a shape would start users of its own)."""
     from locust import LoadTestShape  # here, not at the top: importing Locust monkey-patches
 
     shape = os.environ.get("LAB_SHAPE", "steady")
+    if shape == "none":
+        return None
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
     knobs = ShapeKnobs.from_env()

@@ -2,8 +2,9 @@
 
 Open loop: ``schedule`` says when requests go out; one :class:`~loadtests.engine.openloop.OpenLoopUser`
 per Locust process follows its share of it. Closed loop: ``users`` Locust users of a class run as fast
-as their answers let them. Either way every process writes an exact recording; this merges them and
-samples the generator's CPU, so a run can say whether the generator, not the system, was the limit.
+as their answers (and the locustfile's load shape) let them. Either way every process writes an exact
+recording; this merges them. The generator's CPU is measured by :mod:`loadtests.engine.cpu`, which
+needs its pid: :func:`start_load` returns while Locust runs, :meth:`RunningLoad.finish` waits for it.
 
 Locust runs for the schedule (or the stated duration) plus the deadline and a margin, so that the
 last requests get their full deadline before the processes stop; its own statistics are not read.
@@ -19,15 +20,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import psutil
+from typing import IO, Any
 
 from loadtests.engine.recording import Recording, merged
 from loadtests.engine.schedule import Schedule
 
 STOP_MARGIN_S = 2.0
 MAX_EXTRA_WAIT_S = 90.0  # start-up and shutdown of Locust itself, beyond the run
+START_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -65,43 +65,73 @@ class LoadPlan:
 @dataclass(frozen=True)
 class LoadResult:
     recording: Recording
-    started_at_unix: float  # the earliest process's start, for chaos markers on the same clock
-    generator_cpu: list[float]  # cores used by all generator processes, one sample a second
+    started_monotonic: float  # the earliest process's start: the series' t = 0
+    started_at_unix: float
     processes: int
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "started_at_unix": self.started_at_unix,
-            "generator_cpu": self.generator_cpu,
-            "processes": self.processes,
-            "recording": self.recording.to_json(),
-        }
+
+class RunningLoad:
+    """Locust while it runs: its pid (for the CPU meter), when its clock started, and its result."""
+
+    def __init__(self, plan: LoadPlan, out_dir: Path) -> None:
+        self.plan = plan
+        self.out_dir = out_dir
+        self._log: IO[bytes] = (out_dir / "locust.log").open("wb")
+        self._child = subprocess.Popen(
+            _argv(plan),
+            env={**os.environ, **_env(plan, out_dir)},
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+            stdin=subprocess.DEVNULL,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self._child.pid
+
+    def wait_started(self) -> float:
+        """The monotonic time the generator's first process began its run (its t = 0)."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not (clocks := list(self.out_dir.glob("clock-*.json"))):
+            if self._child.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the load generator did not start:\n{_tail(self.out_dir / 'locust.log')}")
+            time.sleep(0.05)
+        return min(float(json.loads(path.read_text())["started_monotonic"]) for path in clocks)
+
+    def finish(self) -> LoadResult:
+        try:
+            self._child.wait(timeout=self.plan.run_s + self.plan.deadline_s + MAX_EXTRA_WAIT_S)
+        except BaseException:  # a hang or Ctrl-C: never leave a load generator running
+            self.stop()
+            raise
+        finally:
+            self._log.close()
+        if self._child.returncode not in (0, 1):  # 1: Locust saw failures, which are measured
+            log = _tail(self.out_dir / "locust.log")
+            raise RuntimeError(f"locust exited with {self._child.returncode}:\n{log}")
+        return _read_back(self.out_dir, processes=self.plan.processes)
+
+    def stop(self) -> None:
+        if self._child.poll() is None:
+            self._child.kill()
+            self._child.wait()
+        self._log.close()
+
+
+def start_load(plan: LoadPlan, *, out_dir: Path) -> RunningLoad:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [*out_dir.glob("recording-*.json"), *out_dir.glob("clock-*.json")]:
+        stale.unlink()
+    return RunningLoad(plan, out_dir)
 
 
 def run_load(plan: LoadPlan, *, out_dir: Path) -> LoadResult:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob("recording-*.json"):
-        stale.unlink()
-    with (out_dir / "locust.log").open("wb") as log:
-        child = subprocess.Popen(
-            _argv(plan, out_dir),
-            env={**os.environ, **_env(plan, out_dir)},
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-        )
-        try:
-            cpu = _sample_cpu_until_exit(child, timeout_s=plan.run_s + plan.deadline_s + MAX_EXTRA_WAIT_S)
-        except BaseException:  # Ctrl-C included: never leave a load generator running
-            child.kill()
-            child.wait()
-            raise
-    if child.returncode not in (0, 1):  # 1: Locust saw failures, which are measured, not fatal
-        raise RuntimeError(f"locust exited with {child.returncode}:\n{_tail(out_dir / 'locust.log')}")
-    return _read_back(out_dir, cpu=cpu, processes=plan.processes)
+    """Start the load, wait for it to end, and read it back."""
+    return start_load(plan, out_dir=out_dir).finish()
 
 
-def _argv(plan: LoadPlan, out_dir: Path) -> list[str]:
+def _argv(plan: LoadPlan) -> list[str]:
     users = plan.processes if plan.open_loop else plan.users
     argv = [
         sys.executable, "-m", "locust", "-f", str(plan.locustfile), plan.user_class,
@@ -116,6 +146,9 @@ def _argv(plan: LoadPlan, out_dir: Path) -> list[str]:
 
 def _env(plan: LoadPlan, out_dir: Path) -> dict[str, str]:
     env = {
+        # The locustfile's load shape steers closed-loop users; an open loop follows its schedule.
+        "LAB_SHAPE_USERS": str(plan.users),
+        "LAB_SHAPE_DURATION_S": str(plan.run_s),
         **plan.env,
         "LAB_BENCH_RECORD_DIR": str(out_dir),
         "LAB_LOAD_DEADLINE_S": str(plan.deadline_s),
@@ -125,50 +158,22 @@ def _env(plan: LoadPlan, out_dir: Path) -> dict[str, str]:
     }
     if plan.schedule is not None:
         env["LAB_LOAD_SCHEDULE"] = plan.schedule.to_json()
+        env["LAB_SHAPE"] = "none"
     return env
 
 
-def _read_back(out_dir: Path, *, cpu: list[float], processes: int) -> LoadResult:
-    documents = [json.loads(path.read_text()) for path in sorted(out_dir.glob("recording-*.json"))]
+def _read_back(out_dir: Path, *, processes: int) -> LoadResult:
+    documents: list[dict[str, Any]] = [
+        json.loads(path.read_text()) for path in sorted(out_dir.glob("recording-*.json"))
+    ]
     if not documents:
         raise RuntimeError(f"the load generator wrote no recording:\n{_tail(out_dir / 'locust.log')}")
     return LoadResult(
         recording=merged(Recording.from_json(d["recording"]) for d in documents),
+        started_monotonic=min(d["started_monotonic"] for d in documents),
         started_at_unix=min(d["started_at_unix"] for d in documents),
-        generator_cpu=cpu,
         processes=processes,
     )
-
-
-def _sample_cpu_until_exit(child: subprocess.Popen[bytes], *, timeout_s: float) -> list[float]:
-    """Cores used by the generator's processes (all of them), sampled once a second until it exits."""
-    deadline = time.monotonic() + timeout_s
-    tracked: dict[int, psutil.Process] = {}
-    samples: list[float] = []
-    while child.poll() is None:
-        if time.monotonic() > deadline:
-            child.kill()
-            child.wait()
-            raise RuntimeError("the load generator did not finish in time")
-        samples.append(_cores_of_family(child.pid, tracked))
-        time.sleep(1.0)
-    return samples[1:]  # the first reading has no interval behind it
-
-
-def _cores_of_family(pid: int, tracked: dict[int, psutil.Process]) -> float:
-    try:
-        parent = psutil.Process(pid)
-        family = [parent, *parent.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for process in family:
-        known = tracked.setdefault(process.pid, process)
-        try:
-            total += known.cpu_percent(interval=None) / 100
-        except psutil.NoSuchProcess:
-            continue
-    return round(total, 3)
 
 
 def _tail(path: Path, *, chars: int = 3000) -> str:

@@ -65,6 +65,25 @@ class RunClock:
     def now_s(self) -> float:
         return time.monotonic() - self.started
 
+    def begin(self) -> None:
+        """Start the clock again, now: an open loop's t = 0 is when its schedule begins, after its
+        users' set-up (``on_start``), which would otherwise make the first arrivals late."""
+        self.started = time.monotonic()
+        self.started_at_unix = time.time()
+        self.announce()
+
+    def announce(self) -> None:
+        """Tell the runner when this process's run began: it starts a chaos timeline and marks the CPU
+        window on this clock."""
+        directory = os.environ.get("LAB_BENCH_RECORD_DIR")
+        if directory is not None:
+            Path(directory, f"clock-{os.getpid()}.json").write_text(json.dumps(self.moments()))
+
+    def moments(self) -> dict[str, float]:
+        """When the run began, on the machine's monotonic clock (shared by every process) and the wall
+        clock."""
+        return {"started_monotonic": self.started, "started_at_unix": self.started_at_unix}
+
 
 _clock: RunClock | None = None
 
@@ -93,6 +112,8 @@ def _windows(schedule: Schedule | None) -> list[Window]:
 def _start_clock(environment: Environment, **_: Any) -> None:
     global _clock
     _clock = RunClock()
+    if _clock.schedule is None and not isinstance(environment.runner, MasterRunner):
+        _clock.announce()  # an open loop announces its clock when its schedule begins
 
 
 @events.test_stop.add_listener  # type: ignore[untyped-decorator]
@@ -100,7 +121,7 @@ def _write_recording(environment: Environment, **_: Any) -> None:
     directory = os.environ.get("LAB_BENCH_RECORD_DIR")
     if _clock is None or directory is None or isinstance(environment.runner, MasterRunner):
         return  # the master of a distributed run issues nothing; its workers write theirs
-    document = {"started_at_unix": _clock.started_at_unix, "recording": _clock.recording.to_json()}
+    document = {**_clock.moments(), "recording": _clock.recording.to_json()}
     Path(directory, f"recording-{os.getpid()}.json").write_text(json.dumps(document))
 
 
@@ -149,6 +170,7 @@ class OpenLoopUser(FastHttpUser):
             raise RuntimeError("an open-loop user needs LAB_LOAD_SCHEDULE")
         in_flight = Group()
         bound = int(os.environ.get("LAB_LOAD_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT))
+        run.begin()
         for intended_s in run.schedule.arrivals(worker=self._worker_index(), workers=self.worker_count):
             gevent.sleep(max(0.0, intended_s - run.now_s()))
             if len(in_flight) >= bound:

@@ -178,6 +178,14 @@ def merged(recordings: Iterable[Recording]) -> Recording:
     return total
 
 
+def merged_tally(recording: Recording) -> Tally:
+    """Every window of a recording together (a sweep's steps, for the run's whole histogram)."""
+    total = Tally()
+    for tally in recording.in_window:
+        total.add(tally)
+    return total
+
+
 def latency_ms(histogram: HdrHistogram) -> dict[str, float | None]:
     """p50/p90/p99/p99.9 and max in milliseconds, every percentile at most the max; None when empty."""
     if histogram.get_total_count() == 0:

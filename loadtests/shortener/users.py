@@ -1,4 +1,6 @@
-"""Locust users for the shortener. One locustfile, three profiles chosen by ``LAB_SHORTENER_PROFILE``:
+"""Locust users for the shortener: ``ShortenerArrivals`` (open loop, on the bench's schedule) and
+``ShortenerUser`` (closed loop), making the same requests. Three profiles, chosen by
+``LAB_SHORTENER_PROFILE``:
 
 - ``zipf`` (default): redirects over the codes in ``LAB_SHORTENER_CODES_FILE`` (one per line), the
   i-th most popular drawn with probability proportional to 1 / i^s (``LAB_SHORTENER_ZIPF_S``, default 1.0).
@@ -24,6 +26,7 @@ from typing import ClassVar
 
 from locust import FastHttpUser, constant, task
 
+from loadtests.engine.openloop import OpenLoopUser
 from loadtests.shapes import selected_shape
 
 PROFILE = os.environ.get("LAB_SHORTENER_PROFILE", "zipf")
@@ -38,8 +41,11 @@ def zipf_cum_weights(count: int, *, s: float) -> list[float]:
     return list(itertools.accumulate(1 / rank**s for rank in range(1, count + 1)))
 
 
-class ShortenerUser(FastHttpUser):
-    wait_time = constant(0)
+class ShortenerRequests(FastHttpUser):
+    """What one request of the profile is, and the links it needs first; the users below choose how
+    often requests go out."""
+
+    abstract = True
     codes = _codes()
     cum_weights = zipf_cum_weights(len(codes), s=float(os.environ.get("LAB_SHORTENER_ZIPF_S", "1.0")))
     # The bench names the run, so its auditor can find exactly the links this run created.
@@ -50,17 +56,16 @@ class ShortenerUser(FastHttpUser):
     seeding = False
 
     def on_start(self) -> None:
-        if PROFILE == "creates" or ShortenerUser.codes or ShortenerUser.seeding:
+        if PROFILE == "creates" or ShortenerRequests.codes or ShortenerRequests.seeding:
             return
-        ShortenerUser.seeding = True  # gevent: the other users wait below, they do not seed too
+        ShortenerRequests.seeding = True  # gevent: the other users wait below, they do not seed too
         seeded = [self._create() for _ in range(int(os.environ.get("LAB_SHORTENER_SEED_LINKS", "1000")))]
         codes = [code for code in seeded if code]
-        ShortenerUser.cum_weights = zipf_cum_weights(
+        ShortenerRequests.cum_weights = zipf_cum_weights(
             len(codes), s=float(os.environ.get("LAB_SHORTENER_ZIPF_S", "1.0"))
         )
-        ShortenerUser.codes = codes
+        ShortenerRequests.codes = codes
 
-    @task
     def one_request(self) -> None:
         if not self.codes and PROFILE != "creates":
             time.sleep(0.05)  # the seeding user is still creating links (gevent makes this cooperative)
@@ -94,8 +99,25 @@ class ShortenerUser(FastHttpUser):
                 return None
             response.success()
             code: str = response.json()["code"]
-            ShortenerUser.targets[code] = body["long_url"]
+            ShortenerRequests.targets[code] = body["long_url"]
             return code
+
+
+class ShortenerUser(ShortenerRequests):
+    """Closed loop: each user sends its next request when the last one is answered."""
+
+    wait_time = constant(0)
+
+    @task
+    def next_request(self) -> None:
+        self.one_request()
+
+
+class ShortenerArrivals(OpenLoopUser, ShortenerRequests):
+    """Open loop: requests go out on the bench's schedule (its set-up seeds the links first)."""
+
+    def send(self) -> None:
+        self.one_request()
 
 
 LoadShape = selected_shape()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import sys
 import threading
 import time
@@ -160,32 +161,66 @@ def _follow(path: Path) -> None:
 def bench(
     design: Annotated[str, typer.Argument(help="ratelimit, shortener or orders")],
     variants: Annotated[str, typer.Option(help="comma-separated")] = "naive,hardened",
-    shape: Annotated[str, typer.Option(help="steady, ramp or spike")] = "steady",
-    users: Annotated[int, typer.Option(min=1)] = 20,
-    duration: Annotated[str, typer.Option(help="per variant: 30s, 2m")] = "30s",
-    concurrent: Annotated[bool, typer.Option(help="run the variants at the same time")] = False,
-    workers: Annotated[int, typer.Option(min=0, help="Locust worker processes (0: one process)")] = 0,
+    mode: Annotated[
+        str | None, typer.Option(help="rate (open loop), sweep (open loop, stepped) or closed (users)")
+    ] = None,
+    sweep: Annotated[bool, typer.Option("--sweep", help="shorthand for --mode sweep")] = False,
+    rate: Annotated[float | None, typer.Option(min=0.1, help="offered requests/s (mode rate)")] = None,
+    steps: Annotated[str, typer.Option(help="offered rates of a sweep, e.g. 100,200,400")] = "",
+    step: Annotated[str, typer.Option(help="length of each sweep step")] = "4s",
+    duration: Annotated[str, typer.Option(help="length of a rate or closed-loop run")] = "10s",
+    warmup: Annotated[float, typer.Option(min=0, help="seconds trimmed from each window's start")] = 2.0,
+    deadline: Annotated[float | None, typer.Option(min=0.01, help="client deadline per request, s")] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="interleaved rounds (5 or more bear a verdict)")] = 5,
+    users: Annotated[int, typer.Option(min=0, help="closed-loop users (0: the design's own)")] = 0,
+    processes: Annotated[int, typer.Option(min=1, help="Locust processes")] = 1,
+    aa: Annotated[bool, typer.Option(help="run one variant twice, for the A/A noise")] = True,
+    slo_p99_ms: Annotated[float, typer.Option(min=0.001, help="SLO: p99 of good answers")] = 100.0,
+    slo_errors: Annotated[float, typer.Option(min=0, max=0.99, help="SLO: error fraction")] = 0.01,
     out: Annotated[Path | None, typer.Option(help="report folder")] = None,
-    chaos: Annotated[str, typer.Option(help="e.g. 'kafka:pause@10s,kafka:resume@20s'")] = "",
+    chaos: Annotated[str, typer.Option(help="e.g. 'kafka:pause@3s,kafka:resume@6s'")] = "",
     infra: InfraOption = None,
 ) -> None:
-    """Drive each variant of a design with the same load; audit; write the report."""
-    from loadtests.bench import BenchError, BenchOptions, parse_duration, run_bench
+    """Rounds of the same load against each variant of a design, measured exactly; the report."""
+    from loadtests.bench import (
+        BenchError,
+        BenchOptions,
+        apply_lab_env,
+        parse_duration,
+        parse_rates,
+        run_bench,
+    )
+    from loadtests.engine.summary import Slo
+    from services.lab.benchlab import running_lab
 
     try:
         options = BenchOptions(
             design=design,
             variants=tuple(v.strip() for v in variants.split(",") if v.strip()),
-            shape=shape,
-            users=users,
+            mode="sweep" if sweep else mode,
+            rate=rate,
+            steps=parse_rates(steps),
+            step_s=parse_duration(step),
             duration_s=parse_duration(duration),
-            concurrent=concurrent,
-            workers=workers,
-            out=out,
+            warmup_s=warmup,
+            deadline_s=deadline,
+            rounds=rounds,
+            users=users,
+            processes=processes,
+            aa=aa,
+            slo=Slo(p99_ms=slo_p99_ms, max_errors=slo_errors),
             chaos=chaos,
+            out=out,
+            command=shlex.join(["lab", "bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else "",
         )
-        paths = run_bench(options, settings=_settings(infra=infra), say=_say, timer=timed_bar)
-    except (BenchError, LabError, InfraError) as exc:
+        supervisor = _supervisor(_settings(infra=infra))
+        reason = supervisor.cannot_run(design)
+        if reason is not None:
+            _fail(reason)
+        apply_lab_env(design)
+        with running_lab(supervisor, say=_say) as lab:
+            paths = run_bench(options, lab=lab, say=_say)
+    except (BenchError, LabError, InfraError, ValueError) as exc:
         _fail(str(exc))
     console.print(f"[green]report[/] {paths['html']}  ({paths['md']}, {paths['json']})")
 
@@ -274,13 +309,19 @@ def demo(
     users: Annotated[int | None, typer.Option(min=1, help="default: each act's own")] = None,
 ) -> None:
     """The instructor's script: narrate, run each design's bench, end with a verdict table."""
-    from loadtests.demo import DemoError, run_demo
+    from loadtests.bench import apply_lab_env
+    from loadtests.demo import DemoError, run_demo, runnable_acts
+    from services.lab.benchlab import running_lab
 
     try:
-        run_demo(
-            which, settings=_settings(), duration=duration, users=users, console=console, timer=timed_bar
-        )
-    except (DemoError, LabError, InfraError) as exc:
+        supervisor = _supervisor(_settings())
+        acts = runnable_acts(which, cannot_run=supervisor.cannot_run)
+        for act in acts:
+            apply_lab_env(act.design)
+        console.print("Bringing up PostgreSQL, Valkey, the Kafka-protocol broker and every service.")
+        with running_lab(supervisor, say=_say) as lab:
+            run_demo(acts, lab=lab, duration=duration, users=users, console=console)
+    except (DemoError, LabError, InfraError, ValueError) as exc:
         _fail(str(exc))
 
 
