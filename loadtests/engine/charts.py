@@ -153,12 +153,13 @@ def spectrum_chart(histograms: Mapping[str, HdrHistogram], *, slo_p99_ms: float)
     """Latency against percentile, x on the usual log scale of 1/(1-p): 90%, 99%, 99.9%, 99.99%
     are evenly spaced, so the tail gets the room the median does."""
     figure, (axes,) = _figure(TALL)
-    drawn = [target for target, histogram in histograms.items() if histogram.get_total_count() > 0]
-    for target in drawn:
-        xs, ys = spectrum_points(histograms[target])
+    drawn = {
+        t: spectrum_points(histogram) for t, histogram in histograms.items() if histogram.get_total_count()
+    }
+    for target, (xs, ys) in drawn.items():
         axes.plot(xs, ys, label=target, linewidth=2, **target_style(target, list(histograms)))
     axes.set_xscale("log")
-    axes.set_xlim(1, max([10_000, *(spectrum_points(histograms[t])[0][-1] for t in drawn)]))
+    axes.set_xlim(1, max([10_000, *(xs[-1] for xs, _ in drawn.values())]))
     axes.set_xticks(list(SPECTRUM_TICKS), list(SPECTRUM_TICKS.values()))
     axes.minorticks_off()
     axes.grid(True, which="major", color="#ddd")
@@ -180,12 +181,21 @@ def spectrum_chart(histograms: Mapping[str, HdrHistogram], *, slo_p99_ms: float)
 
 def spectrum_points(histogram: HdrHistogram) -> tuple[list[float], list[float]]:
     """``x = 1/(1-p)`` from 1 to the last sample's rank, and the latency (ms) at each percentile,
-    every point at most the max; the max itself closes the line."""
+    every point at most the max; the max itself closes the line. One pass over the recorded values
+    (asking the histogram for each percentile walks all its buckets every time)."""
     count = histogram.get_total_count()
     highest = histogram.get_max_value()
     last = max(float(count), 2.0)
     xs = [last ** (i / (SPECTRUM_POINTS - 1)) for i in range(SPECTRUM_POINTS)]
-    ys = [min(histogram.get_value_at_percentile(100.0 * (1 - 1 / x)), highest) / 1000 for x in xs]
+    cumulative = [
+        (item.value_iterated_to, item.total_count_to_this_value) for item in histogram.get_recorded_iterator()
+    ]
+    ys, step = [], 0
+    for x in xs:
+        rank = max(1, int((1 - 1 / x) * count + 0.5))  # the rank get_value_at_percentile takes
+        while cumulative[step][1] < rank:
+            step += 1
+        ys.append(min(cumulative[step][0], highest) / 1000)
     return [*xs, last], [*ys, highest / 1000]
 
 
