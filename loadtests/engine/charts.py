@@ -249,27 +249,27 @@ def _capacity_lines(
 
 
 def invariants_chart(worst: Mapping[str, Mapping[str, float]]) -> str:
-    """Horizontal bars: each invariant's worst value per target, the value written beside its bar
-    (a zero has no bar to see)."""
+    """Horizontal bars: each invariant's worst value per target, "target: value" written beside its
+    bar (a zero has no bar to see, and the label says whose zero it is)."""
+    from matplotlib.ticker import MaxNLocator
+
     names = list(dict.fromkeys(name for values in worst.values() for name in values))
-    figure, (axes,) = _figure(max(SHORT, 0.5 + 0.3 * len(names) * max(len(worst), 1)))
+    figure, (axes,) = _figure(max(SHORT, 0.8 + 0.28 * len(names) * max(len(worst), 1)))
     height = 0.8 / max(len(worst), 1)
     for index, (target, values) in enumerate(worst.items()):
+        style = target_style(target, list(worst))
         positions = [row + index * height for row in range(len(names))]
-        bars = axes.barh(
-            positions,
-            [values.get(name, 0.0) for name in names],
-            height=height,
-            label=target,
-            color=target_style(target, list(worst))["color"],
-            hatch="//" if target.endswith(AGAIN) else None,
-        )
-        axes.bar_label(bars, labels=[f"{values[n]:g}" if n in values else "–" for n in names], padding=3)
+        lengths = [values.get(name, 0.0) for name in names]
+        hatch = "//" if style["linestyle"] == "--" else None
+        bars = axes.barh(positions, lengths, height=height, color=style["color"], hatch=hatch, label=target)
+        labels = [f"{target}: {values[name]:g}" if name in values else f"{target}: –" for name in names]
+        axes.bar_label(bars, labels=labels, padding=3, fontsize=9)
     axes.set_yticks([row + 0.4 - height / 2 for row in range(len(names))], names)
     axes.invert_yaxis()
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("worst value over the rounds (0 = held)")
     every = [0.0, 1.0, *(value for values in worst.values() for value in values.values())]
-    axes.set_xlim(min(every) * 1.15, max(every) * 1.15)  # room for the labels beside the bars
+    axes.set_xlim(min(every) * 1.3, max(every) * 1.3)  # room for the labels beside the bars
     if not names:
         _nothing_to_draw(axes, "no numeric invariant audited")
     _legend_below(figure, axes)

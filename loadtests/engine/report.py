@@ -1,11 +1,20 @@
 """The report of a measured comparison: ``report.json``, ``report.md``, a self-contained ``report.html``
 and one merged HdrHistogram per target under ``histograms/``.
 
-The runner hands :func:`write_report` ONE report document (a JSON-able dict; its schema is the
-runner's, shown in ``docs/measurement.md``): the design and question, the command that reproduces the
-page, the machine, the SLO, the load, the rounds with every run's windows, per-second series,
-histograms, CPU and audit, the comparisons (the A/A one included), the capacity curves of a sweep and
-the runner's flags. Nothing here measures or decides anything; it reads that document:
+The runner hands :func:`write_report` ONE report document, a JSON-able dict::
+
+    title, question, command, when, design, scenario, machine {cores, cpu, python, commit, packages},
+    settings, slo {p99_ms, max_errors}, mode ("rate" | "sweep" | "closed"),
+    load {rate, duration_s, warmup_s, deadline_s, processes, users, steps (a sweep's)},
+    targets (round 0's order), rounds [{index, order, runs {target: RUN}}],
+    comparisons [Comparison.to_json()], capacity {target: {knee_rps, broke_at_rps, curve}} (a sweep),
+    flags [str]
+    RUN = {target, url, windows [WindowSummary.to_json()], series [summary.series() rows],
+           histograms {ok, failed} (encoded, window-merged), cpu {window_s, components
+           {name: {cpu_s, cores, us_per_request}}, generator {steady_cores, bound}},
+           audit {invariants, holds, explanation}, chaos [{at_s, component, action}]}
+
+Nothing here measures or decides anything; it reads that document:
 
 - **Verdicts**: every comparison's median ratio and 95% interval, goal, verdict and rounds; a
   generator-bound comparison is marked as a lower bound; the A/A comparison is the noise.
