@@ -146,6 +146,9 @@ def _argv(plan: LoadPlan) -> list[str]:
 
 def _env(plan: LoadPlan, out_dir: Path) -> dict[str, str]:
     env = {
+        # gevent's default resolver hands every new connection's lookup to a thread pool, costly at
+        # thousands of connections a second for the literal addresses the lab always uses.
+        "GEVENT_RESOLVER": os.environ.get("GEVENT_RESOLVER", "block"),
         # The locustfile's load shape steers closed-loop users; an open loop follows its schedule.
         "LAB_SHAPE_USERS": str(plan.users),
         "LAB_SHAPE_DURATION_S": str(plan.run_s),

@@ -139,7 +139,10 @@ class Recording:
             setattr(tally, outcome, getattr(tally, outcome) + 1)
 
     def _tallies(self, intended_s: float, *, second_of: float) -> Iterable[Tally]:
-        yield self.seconds.setdefault(math.floor(second_of), Tally())
+        second = math.floor(second_of)
+        if second not in self.seconds:  # not setdefault: a Tally holds three histograms to allocate
+            self.seconds[second] = Tally()
+        yield self.seconds[second]
         for window, tally in zip(self.windows, self.in_window, strict=True):
             if window.holds(intended_s):
                 yield tally
