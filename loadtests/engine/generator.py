@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,12 +166,28 @@ def _env(plan: LoadPlan, out_dir: Path) -> dict[str, str]:
     return env
 
 
-def _read_back(out_dir: Path, *, processes: int) -> LoadResult:
-    documents: list[dict[str, Any]] = [
-        json.loads(path.read_text()) for path in sorted(out_dir.glob("recording-*.json"))
-    ]
+def _documents(out_dir: Path) -> list[dict[str, Any]]:
+    documents = [json.loads(path.read_text()) for path in sorted(out_dir.glob("recording-*.json"))]
     if not documents:
         raise RuntimeError(f"the load generator wrote no recording:\n{_tail(out_dir / 'locust.log')}")
+    return documents
+
+
+def read_recording(out_dir: Path) -> Recording:
+    """The merged recording of a finished run in ``out_dir`` (what an auditor counts answers from)."""
+    return merged(Recording.from_json(d["recording"]) for d in _documents(out_dir))
+
+
+def read_failure_reasons(out_dir: Path) -> Counter[str]:
+    """Why requests failed in a finished run, all processes together (the first 20 reasons of each)."""
+    reasons: Counter[str] = Counter()
+    for document in _documents(out_dir):
+        reasons.update(document.get("failure_reasons", {}))
+    return reasons
+
+
+def _read_back(out_dir: Path, *, processes: int) -> LoadResult:
+    documents = _documents(out_dir)
     return LoadResult(
         recording=merged(Recording.from_json(d["recording"]) for d in documents),
         started_monotonic=min(d["started_monotonic"] for d in documents),

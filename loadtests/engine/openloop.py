@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,6 +62,7 @@ class RunClock:
         self.deadline_s = float(os.environ.get("LAB_LOAD_DEADLINE_S", DEFAULT_DEADLINE_S))
         self.schedule = _schedule_from_env()
         self.recording = Recording(_windows(self.schedule))
+        self.failure_reasons: Counter[str] = Counter()  # why requests failed, for the report
 
     def now_s(self) -> float:
         return time.monotonic() - self.started
@@ -121,22 +123,35 @@ def _write_recording(environment: Environment, **_: Any) -> None:
     directory = os.environ.get("LAB_BENCH_RECORD_DIR")
     if _clock is None or directory is None or isinstance(environment.runner, MasterRunner):
         return  # the master of a distributed run issues nothing; its workers write theirs
-    document = {**_clock.moments(), "recording": _clock.recording.to_json()}
+    document = {
+        **_clock.moments(),
+        "recording": _clock.recording.to_json(),
+        "failure_reasons": dict(_clock.failure_reasons.most_common(20)),
+    }
     Path(directory, f"recording-{os.getpid()}.json").write_text(json.dumps(document))
 
 
 @events.request.add_listener  # type: ignore[untyped-decorator]
 def _record_closed_loop(response_time: float, exception: BaseException | None, **_: Any) -> None:
-    """Every request of a closed-loop user, from its real start; the open loop records its own."""
+    """Every request of a closed-loop user, from its real start. An open-loop run records only its
+    scheduled requests (a user's set-up, such as creating links, is not what is measured)."""
     current = gevent.getcurrent()
-    if _clock is None or getattr(current, "lab_open_loop", False):
+    if exception is not None and _clock is not None:
+        _clock.failure_reasons[_reason(exception)] += 1
+    if getattr(current, "lab_open_loop", False):
         if exception is not None:
             current.lab_failed = True
+        return
+    if _clock is None or _clock.schedule is not None:
         return
     answered_s = _clock.now_s()
     started_s = answered_s - response_time / 1000
     _clock.recording.offered(intended_s=started_s, sent_s=started_s)
     _clock.recording.answered(intended_s=started_s, answered_s=answered_s, ok=exception is None)
+
+
+def _reason(exception: BaseException) -> str:
+    return f"{type(exception).__name__}: {exception}"[:200]
 
 
 @contextmanager

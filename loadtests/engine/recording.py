@@ -147,6 +147,14 @@ class Recording:
             if window.holds(intended_s):
                 yield tally
 
+    def whole_run(self) -> Tally:
+        """Every second of the run together, warm-up and all (what an auditor compares with the
+        stores: every answer the system gave, not only those inside a window)."""
+        total = Tally()
+        for tally in self.seconds.values():
+            total.add(tally)
+        return total
+
     def add(self, other: Recording) -> None:
         if [(w.start_s, w.end_s) for w in other.windows] != [(w.start_s, w.end_s) for w in self.windows]:
             raise ValueError("recordings of different schedules cannot be merged")
