@@ -15,7 +15,7 @@ from tests.support.browser import rendered_dom, screenshot
 
 pytestmark = pytest.mark.e2e
 
-SMOKE = ("--duration", "6s", "--users", "6")
+SMOKE = ("--mode", "rate", "--rate", "150", "--duration", "6s", "--warmup", "1", "--rounds", "1")
 
 
 def _bench(
@@ -27,7 +27,7 @@ def _bench(
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=400,
         stdin=subprocess.DEVNULL,
     )
 
@@ -37,13 +37,18 @@ def _report(tmp_path: Path) -> dict[str, Any]:
     return report
 
 
+def _runs(report: dict[str, Any]) -> dict[str, Any]:
+    runs: dict[str, Any] = report["rounds"][0]["runs"]
+    return runs
+
+
 @pytest.fixture(scope="module")
 def ratelimit_bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One smoke run shared by the checks below: a low limit and one hot key, so that even a slow
     machine sends that key past the limit on both workers within a few seconds."""
     tmp_path = tmp_path_factory.mktemp("bench-ratelimit")
     low_limit = {"LAB_RATELIMIT_LIMIT": "3", "LAB_LOAD_HOT_KEYS": "1"}
-    result = _bench(tmp_path, "ratelimit", *SMOKE, extra_env=low_limit)
+    result = _bench(tmp_path, "ratelimit", *SMOKE, "--no-aa", extra_env=low_limit)
     assert result.returncode == 0, result.stderr[-3000:]
     assert _processes_of(tmp_path / "lab") == []  # the bench stopped the lab it started
     return tmp_path
@@ -51,61 +56,57 @@ def ratelimit_bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_ratelimit_report_is_well_formed(ratelimit_bench: Path) -> None:
     report = _report(ratelimit_bench)
-    assert set(report["variants"]) == {"naive", "hardened"}
-    for run in report["variants"].values():
-        load = run["load"]
-        assert load["requests"] > 0
-        assert load["throughput_rps"] > 0
-        assert 0 < load["p50_ms"] <= load["p95_ms"] <= load["p99_ms"]
-        assert load["history"]
-        assert run["service_cpu_cores"] > 0
+    assert report["targets"] == ["naive", "hardened"]
+    assert report["command"].startswith("lab bench ratelimit")
+    for run in _runs(report).values():
+        (window,) = run["windows"]
+        assert window["offered"] > 0
+        assert window["offered_rate"] == 150
+        latency = window["latency_ms"]
+        assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+        assert sum(row["offered"] for row in run["series"]) >= window["offered"]
+        assert run["cpu"]["components"][run["cpu"]["service"]]["cpu_s"] > 0
+        assert "load generator" in run["cpu"]["components"]
+        assert run["histograms"]["ok"]
         assert "over_admitted_requests" in run["audit"]["invariants"]
     assert report["machine"]["cores"]
     assert report["machine"]["commit"]
     assert report["settings"]["LAB_RATELIMIT_LIMIT"] == "3"
-    for name in ("report.md", "report.html", "naive/locust.html", "hardened/locust.html"):
+    for name in ("report.md", "report.html", "histograms/naive.hdr", "histograms/hardened.hdr"):
         assert (ratelimit_bench / "report" / name).stat().st_size > 0
 
 
 def test_ratelimit_bench_shows_the_flaw_and_the_fix(ratelimit_bench: Path) -> None:
-    variants = _report(ratelimit_bench)["variants"]
-    assert variants["naive"]["audit"]["invariants"]["over_admitted_requests"] > 0
-    assert variants["naive"]["audit"]["holds"] is False
-    assert variants["hardened"]["audit"]["invariants"]["over_admitted_requests"] == 0
-    assert variants["hardened"]["audit"]["invariants"]["degraded_checks"] == 0  # Redis was healthy
-    assert variants["hardened"]["audit"]["holds"] is True
+    runs = _runs(_report(ratelimit_bench))
+    naive, hardened = runs["naive"]["audit"], runs["hardened"]["audit"]
+    assert naive["invariants"]["over_admitted_requests"] > 0
+    assert naive["holds"] is False
+    assert hardened["invariants"]["over_admitted_requests"] == 0
+    assert hardened["invariants"]["degraded_checks"] == 0  # Redis was healthy
+    assert hardened["holds"] is True
 
 
 def test_html_report_renders_its_charts_in_a_browser(ratelimit_bench: Path) -> None:
     page = ratelimit_bench / "report" / "report.html"
     dom = rendered_dom(page)
-    assert dom.count('class="series"') == 8  # four charts, two variants
+    assert dom.count('class="chart"') >= 3  # series, spectrum, invariants: no sweep, no capacity chart
     assert "BROKEN" in dom
     assert "holds" in dom
     shot = screenshot(page, ratelimit_bench / "report.png")
     assert shot.stat().st_size > 20_000  # a blank page is a few kilobytes
 
 
-def test_chaos_timeline_is_applied_at_its_moments(tmp_path: Path) -> None:
-    result = _bench(
-        tmp_path,
-        "ratelimit",
-        "--variants",
-        "hardened",
-        *SMOKE,
-        "--chaos",
-        "redis:pause@2s,redis:resume@4s",
-    )
+def test_chaos_timeline_is_applied_on_the_loads_clock(tmp_path: Path) -> None:
+    chaos = "redis:pause@2s,redis:resume@4s"
+    result = _bench(tmp_path, "ratelimit", "--variants", "hardened", *SMOKE, "--no-aa", "--chaos", chaos)
     assert result.returncode == 0, result.stderr[-3000:]
-    report = _report(tmp_path)
-    steps = report["chaos"]["hardened"]
+    steps = _runs(_report(tmp_path))["hardened"]["chaos"]
     assert [(s["component"], s["action"], s["error"]) for s in steps] == [
         ("redis", "pause", None),
         ("redis", "resume", None),
     ]
-    for step in steps:
-        assert step["at_s"] <= step["applied_at_s"] < step["at_s"] + 1.0
-    assert "redis pause" in (tmp_path / "report" / "report.html").read_text()
+    for step, planned in zip(steps, (2.0, 4.0), strict=True):
+        assert planned <= step["at_s"] < planned + 1.0  # seconds since the load's t = 0, as the series
 
 
 @pytest.mark.parametrize(
@@ -113,10 +114,12 @@ def test_chaos_timeline_is_applied_at_its_moments(tmp_path: Path) -> None:
     [
         (("nonesuch",), "unknown design"),
         (("ratelimit", "--variants", "naive,clever"), "unknown variant"),
-        (("ratelimit", "--shape", "zigzag"), "unknown shape"),
+        (("ratelimit", "--mode", "zigzag"), "unknown mode"),
         (("ratelimit", "--duration", "soon"), "cannot read duration"),
+        (("ratelimit", "--steps", "100,fast"), "cannot read the rates"),
         (("ratelimit", "--chaos", "mainframe:kill@1s"), "unknown chaos target"),
         (("ratelimit", "--chaos", "redis:kill"), "cannot read"),
+        (("orders", "--mode", "sweep"), "closed-loop users only"),
     ],
 )
 def test_bad_options_fail_before_anything_starts(
@@ -125,28 +128,31 @@ def test_bad_options_fail_before_anything_starts(
     result = _bench(tmp_path, *args)
     assert result.returncode == 1
     assert complaint in result.stderr
-    assert not (tmp_path / "lab" / "state.json").exists()
+    assert _processes_of(tmp_path / "lab") == []
 
 
-def test_shortener_report_is_well_formed_and_every_click_counted(tmp_path: Path) -> None:
-    result = _bench(tmp_path, "shortener", *SMOKE)
+def test_shortener_report_counts_every_click_and_shows_the_noise(tmp_path: Path) -> None:
+    result = _bench(tmp_path, "shortener", *SMOKE)  # with the A/A run
     assert result.returncode == 0, result.stderr[-3000:]
     report = _report(tmp_path)
-    for run in report["variants"].values():
-        assert run["load"]["requests"] > 0
-        assert run["load"]["p99_ms"] > 0
+    assert report["targets"] == ["naive", "hardened", "hardened (again)"]
+    for run in _runs(report).values():
         invariants = run["audit"]["invariants"]
         assert invariants["redirects_served"] > 0
         assert invariants["clicks_lost"] == 0
         assert invariants["wrong_redirects"] == 0
         assert run["audit"]["holds"] is True
+    verdicts = {c["name"]: c["verdict"] for c in report["comparisons"]}
+    noise = [name for name in verdicts if name.startswith("A/A")]
+    assert noise
+    assert all(verdicts[name] == "too few rounds" for name in verdicts)  # one round bears no verdict
 
 
 def test_flash_sale_bench_shows_the_naive_failure_and_the_hardened_fix(tmp_path: Path) -> None:
-    result = _bench(tmp_path, "orders", "--duration", "10s", "--users", "200", "--shape", "spike")
+    result = _bench(tmp_path, "orders", "--duration", "10s", "--users", "200", "--rounds", "1", "--no-aa")
     assert result.returncode == 0, result.stderr[-3000:]
-    variants = _report(tmp_path)["variants"]
-    naive, hardened = variants["naive"]["audit"], variants["hardened"]["audit"]
+    runs = _runs(_report(tmp_path))
+    naive, hardened = runs["naive"]["audit"], runs["hardened"]["audit"]
     assert naive["invariants"]["oversold_units"] > 0
     assert naive["invariants"]["customers_charged_more_than_once"] > 0
     assert naive["holds"] is False
@@ -155,3 +161,5 @@ def test_flash_sale_bench_shows_the_naive_failure_and_the_hardened_fix(tmp_path:
     assert hardened["invariants"]["customers_charged_more_than_once"] == 0
     assert hardened["invariants"]["events_lost"] == 0
     assert hardened["holds"] is True
+    (window,) = runs["hardened"]["windows"]
+    assert window["timeouts"] == 0  # every buyer answered within the deadline
