@@ -128,11 +128,20 @@ def _run_rate(run: Doc, count: str) -> float:
     return sum(w[count] for w in run["windows"]) / seconds if seconds > 0 else 0.0
 
 
+def _weighted_share(windows: Sequence[Doc], key: str) -> float | None:
+    """A share of what was offered, over several windows: each window's share weighed by its offer."""
+    offered = sum(w["offered"] for w in windows)
+    return sum(w[key] * w["offered"] for w in windows) / offered if offered else None
+
+
+def _errors(windows: Sequence[Doc]) -> int:
+    return sum(w[key] for _, key in ERROR_OUTCOMES for w in windows)
+
+
 def target_numbers(runs: Sequence[Doc]) -> Doc:
     """What a target did over all its rounds (see the module's docstring for how each is combined)."""
     windows = _windows(runs)
     offered = sum(w["offered"] for w in windows)
-    errors = sum(w[key] for _, key in ERROR_OUTCOMES for w in windows)
     lateness = [w["lateness_p99_ms"] for w in windows if w["lateness_p99_ms"] is not None]
     return {
         "goodput_rps": median(_run_rate(run, "ok") for run in runs),
@@ -141,11 +150,9 @@ def target_numbers(runs: Sequence[Doc]) -> Doc:
         "offered": offered,
         "ok": sum(w["ok"] for w in windows),
         **{key: sum(w[key] for w in windows) for _, key in ERROR_OUTCOMES},
-        "error_fraction": errors / offered if offered else None,
+        "error_fraction": _errors(windows) / offered if offered else None,
         "lateness_p99_ms": max(lateness, default=None),
-        "late_fraction": sum(w["late_fraction"] * w["offered"] for w in windows) / offered
-        if offered
-        else None,
+        "late_fraction": _weighted_share(windows, "late_fraction"),
         "windows": len(windows),
         "invalid_windows": sum(not w["valid"] for w in windows),
         "overloaded_windows": sum(w["overloaded"] for w in windows),
@@ -170,27 +177,39 @@ def flags_of(report: Doc) -> list[str]:
 
 def _run_flags(target: str, run: Doc, *, sweep: bool) -> list[str]:
     where = f"{target} round {run['round']}"
-    flags = []
-    generator = run.get("cpu", {}).get("generator", {})
-    if generator.get("bound"):
-        cores = generator.get("steady_cores")
-        at = f" ({cores:.2f} cores)" if isinstance(cores, int | float) else ""
-        flags.append(f"{where}: the load generator was bound{at}; its numbers are a lower bound")
+    flags = [_generator_flag(run), _invalid_flag(run), None if sweep else _overload_flag(run)]
+    return [f"{where}: {flag}" for flag in flags if flag]
+
+
+def _generator_flag(run: Doc) -> str | None:
+    generator = (run.get("cpu") or {}).get("generator") or {}
+    if not generator.get("bound"):
+        return None
+    cores = generator.get("steady_cores")
+    at = f" ({cores:.2f} cores)" if isinstance(cores, int | float) else ""
+    return f"the load generator was bound{at}; its numbers are a lower bound"
+
+
+def _invalid_flag(run: Doc) -> str | None:
     invalid = [w for w in run["windows"] if not w["valid"]]
-    if invalid:
-        late = max(w["late_fraction"] for w in invalid)
-        flags.append(
-            f"{where}: {len(invalid)} of {len(run['windows'])} windows invalid "
-            f"(up to {late:.1%} of sends late: the generator fell behind its schedule)"
-        )
+    if not invalid:
+        return None
+    late = max(w["late_fraction"] for w in invalid)
+    return (
+        f"{len(invalid)} of {len(run['windows'])} windows invalid "
+        f"(up to {late:.1%} of sends late: the generator fell behind its schedule)"
+    )
+
+
+def _overload_flag(run: Doc) -> str | None:
     overloaded = [w for w in run["windows"] if w["overloaded"]]
-    if overloaded and not sweep:
-        worst = min(overloaded, key=lambda w: w["goodput_rps"])
-        flags.append(
-            f"{where}: overloaded, goodput {worst['goodput_rps']:g} req/s of "
-            f"{worst['offered_rate']:g} offered: it showed its limit, not its latency at that rate"
-        )
-    return flags
+    if not overloaded:
+        return None
+    worst = min(overloaded, key=lambda w: w["goodput_rps"])
+    return (
+        f"overloaded, goodput {worst['goodput_rps']:g} req/s of {worst['offered_rate']:g} offered: "
+        "it showed its limit, not its latency at that rate"
+    )
 
 
 # -- tables: built once, printed as Markdown and as HTML ------------------------------------------
