@@ -327,7 +327,7 @@ def _report(plan: Plan, options: BenchOptions, rounds: list[dict[str, Any]]) -> 
         "rounds": rounds,
         "comparisons": [c.to_json() for c in _comparisons(plan, rounds)],
         "capacity": _capacity(rounds, plan.labels) if plan.mode == "sweep" else {},
-        "flags": _flags(rounds),
+        "flags": [],  # the report names generator-bound, invalid and overloaded runs itself
     }
 
 
@@ -418,16 +418,3 @@ def _capacity(rounds: list[dict[str, Any]], labels: Sequence[str]) -> dict[str, 
             ],
         }
     return capacity
-
-
-def _flags(rounds: list[dict[str, Any]]) -> list[str]:
-    flags = []
-    for r in rounds:
-        for label, run in r["runs"].items():
-            where = f"round {r['index'] + 1}, {label}"
-            if run["cpu"]["generator"]["bound"]:
-                cores = run["cpu"]["generator"]["steady_cores"]
-                flags.append(f"{where}: the load generator was bound ({cores} cores): a lower bound")
-            if any(not w["valid"] for w in run["windows"]):
-                flags.append(f"{where}: the generator fell behind its schedule: a window is not valid")
-    return flags

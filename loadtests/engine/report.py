@@ -321,6 +321,14 @@ def _noise_line(comparison: Doc) -> str:
     )
 
 
+def _verdict_of(runs: list[Doc]) -> str:
+    """The design's verdict on a target: ``holds`` only when its audit held in every round."""
+    held = [run.get("audit", {}).get("holds") for run in runs]
+    if not held or any(h is None for h in held):
+        return "–"
+    return "holds" if all(held) else "BROKEN"
+
+
 def load_table(report: Doc) -> Table:
     targets = targets_of(report)
     numbers = {target: target_numbers(runs_of(report, target)) for target in targets}
@@ -329,6 +337,7 @@ def load_table(report: Doc) -> Table:
         return [label, *(show(numbers[target]) for target in targets)]
 
     rows = [
+        ["invariants", *(_verdict_of(runs_of(report, target)) for target in targets)],
         row("goodput (ok/s, median of rounds)", lambda n: number(n["goodput_rps"])),
         row("attempts (offered/s, median of rounds)", lambda n: number(n["attempts_rps"])),
         *(row(f"{label} (ms, ok answers)", _getter(key)) for label, key in PERCENTILE_ROWS),
