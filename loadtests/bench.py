@@ -54,7 +54,7 @@ class BenchOptions:
     steps: tuple[float, ...] = ()  # mode "sweep": the offered rates; the design's default when empty
     step_s: float = 4.0
     duration_s: float = 10.0  # modes "rate" and "closed"
-    warmup_s: float = 2.0
+    warmup_s: float | None = None  # the design's own when None
     deadline_s: float | None = None  # the design's client deadline when None
     rounds: int = 5
     users: int = 0  # mode "closed": the design's default when 0
@@ -97,6 +97,7 @@ class Plan:
     steps: tuple[float, ...]
     users: int
     deadline_s: float
+    warmup_s: float
 
 
 def resolve(options: BenchOptions, lab: RunningLab) -> Plan:
@@ -112,7 +113,8 @@ def resolve(options: BenchOptions, lab: RunningLab) -> Plan:
     if mode != "closed" and design.open_user is None:
         raise BenchError(f"{design.name} is measured with closed-loop users only (--mode closed)")
     deadline_s = options.deadline_s or design.deadline_s
-    if options.rounds < 1 or options.processes < 1 or deadline_s <= 0 or options.warmup_s < 0:
+    warmup_s = design.warmup_s if options.warmup_s is None else options.warmup_s
+    if options.rounds < 1 or options.processes < 1 or deadline_s <= 0 or warmup_s < 0:
         raise BenchError("--rounds and --processes must be at least 1, --deadline positive, --warmup ≥ 0")
     try:
         chaos = parse_timeline(options.chaos, components=lab.components())
@@ -129,6 +131,7 @@ def resolve(options: BenchOptions, lab: RunningLab) -> Plan:
         or tuple(sweep_rates(start=design.sweep.start, factor=design.sweep.factor, steps=design.sweep.steps)),
         users=options.users or design.users,
         deadline_s=deadline_s,
+        warmup_s=warmup_s,
     )
 
 
@@ -212,7 +215,7 @@ def _load_plan(plan: Plan, options: BenchOptions, url: str, run_dir: Path, run_i
             user_class=design.closed_user,
             users=plan.users,
             duration_s=options.duration_s,
-            warmup_s=options.warmup_s,
+            warmup_s=plan.warmup_s,
             **common,  # type: ignore[arg-type]
         )
     schedule = (
@@ -221,7 +224,7 @@ def _load_plan(plan: Plan, options: BenchOptions, url: str, run_dir: Path, run_i
         else Schedule.constant(plan.rate, options.duration_s)
     )
     assert design.open_user is not None  # resolve() refused an open loop without one
-    warmup_s = min(options.warmup_s, options.step_s / 2) if plan.mode == "sweep" else options.warmup_s
+    warmup_s = min(plan.warmup_s, options.step_s / 2) if plan.mode == "sweep" else plan.warmup_s
     return LoadPlan(
         locustfile=design.locustfile,
         user_class=design.open_user,
@@ -317,7 +320,7 @@ def _report(plan: Plan, options: BenchOptions, rounds: list[dict[str, Any]]) -> 
             "steps": list(plan.steps) if plan.mode == "sweep" else [],
             "step_s": options.step_s,
             "duration_s": options.duration_s,
-            "warmup_s": options.warmup_s,
+            "warmup_s": plan.warmup_s,
             "deadline_s": plan.deadline_s,
             "processes": options.processes,
             "users": plan.users if plan.mode == "closed" else 0,

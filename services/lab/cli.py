@@ -169,7 +169,9 @@ def bench(
     steps: Annotated[str, typer.Option(help="offered rates of a sweep, e.g. 100,200,400")] = "",
     step: Annotated[str, typer.Option(help="length of each sweep step")] = "4s",
     duration: Annotated[str, typer.Option(help="length of a rate or closed-loop run")] = "10s",
-    warmup: Annotated[float, typer.Option(min=0, help="seconds trimmed from each window's start")] = 2.0,
+    warmup: Annotated[
+        float | None, typer.Option(min=0, help="seconds trimmed from each window's start")
+    ] = None,
     deadline: Annotated[float | None, typer.Option(min=0.01, help="client deadline per request, s")] = None,
     rounds: Annotated[int, typer.Option(min=1, help="interleaved rounds (5 or more bear a verdict)")] = 5,
     users: Annotated[int, typer.Option(min=0, help="closed-loop users (0: the design's own)")] = 0,
