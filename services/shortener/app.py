@@ -57,7 +57,7 @@ async def open_hardened_adapters(wiring: Wiring) -> AsyncIterator[Adapters]:
         redis = await stack.enter_async_context(open_redis(settings))
         register_health_check(wiring.app, name="redis", check=redis_check(redis))
         pipeline = await stack.enter_async_context(
-            AutoPipeline(settings.redis_url, timeout_s=settings.redis_socket_timeout_s)
+            AutoPipeline(settings.redis_url, timeout_s=settings.shortener_cache_timeout_ms / 1000)
         )
         await connect_early(pipeline)
         for sql in ("keypool.sql", "clicks.sql"):

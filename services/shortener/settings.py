@@ -50,6 +50,11 @@ class ShortenerSettings(CoreSettings):
     shortener_fill_wait_s: float = Field(default=5.0, gt=0)
     shortener_fill_poll_ms: int = Field(default=10, ge=1)
 
+    # The longest a redirect waits on Redis for its cache entry, counted from when the read is sent;
+    # past it the redirect reads PostgreSQL instead. A stalled Redis must cost a redirect this, not the
+    # client's patience: well under any client deadline.
+    shortener_cache_timeout_ms: int = Field(default=100, ge=1)
+
     # Optional in-process hot-key cache in front of Redis (0 = off): how long a replica keeps its own
     # copy of an entry, which is also the staleness bound if a delete's broadcast is missed.
     shortener_hot_cache_ttl_ms: int = Field(default=0, ge=0, le=60_000)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -61,3 +62,25 @@ async def test_without_redis_redirects_fall_back_to_postgres_and_count_every_cli
     assert [reply.status for reply in during] == [302] * 20
     assert [deleted[0].status, gone[0].status] == [204, 410]
     assert (stored, stats[0].json()["clicks"]) == (25, 25)  # clicks never depended on Redis
+
+
+async def test_a_paused_redis_costs_a_redirect_its_cache_budget_not_the_clients_deadline(
+    infra_env: dict[str, str], own_redis: tuple[str, ProcessRecord], tmp_path: Path
+) -> None:
+    """SIGSTOP, the stall a loaded or swapping Redis shows: the redirect waits the cache budget
+    (100 ms by default), reads PostgreSQL and answers, well inside a client's deadline."""
+    redis_url, redis_process = own_redis
+    env = {**infra_env, **FAST_ENV, "LAB_REDIS_URL": redis_url}
+    with run_app(APP, "hardened", env=env, log_dir=tmp_path) as app:
+        code = create(app.url)
+        await send_all(app.url, [Call("GET", f"/{code}")] * 3, concurrency=1)  # cached now
+        processes.send_signal(redis_process, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            stalled = await send_all(app.url, [Call("GET", f"/{code}")] * 5, concurrency=1)
+            each_s = (time.monotonic() - started) / 5
+        finally:
+            processes.send_signal(redis_process, signal.SIGCONT)
+    assert [reply.status for reply in stalled] == [302] * 5
+    # At most two budgets (the batch, then a reconnect's), plus PostgreSQL and HTTP on a busy machine.
+    assert each_s < 0.5, f"{each_s:.3f} s per redirect while Redis was paused"
