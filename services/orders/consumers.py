@@ -8,7 +8,8 @@ inside it (a transaction held open across a call to another service holds a pool
 and its row locks, for as long as that service takes), with the order id as the idempotency key:
 a charge repeated after a failed transaction or a redelivery is replayed by the gateway, not made
 twice. A message that fails ``orders_consumer_max_attempts`` times goes to ``orders.events.dlq``
-with the reason.
+with the reason; while the consumer's own PostgreSQL is away, nothing is dead-lettered: the message
+waits for it (a killed database would otherwise send every message in flight to the DLQ, unpaid).
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ ON CONFLICT (consumer, message_id) DO UPDATE SET deliveries = inbox.deliveries +
 RETURNING deliveries
 """
 INSERT_NOTIFICATION = "INSERT INTO notifications (order_id, channel) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+# PostgreSQL itself unreachable, restarting or refusing connections: the consumer's own store is away.
+STORE_UNAVAILABLE = (
+    OSError,  # refused, reset; TimeoutError (a pool that could not connect in time) is one too
+    asyncpg.InterfaceError,  # the connection died under us
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, or not accepting connections yet
+)
+STORE_WAIT_MAX_S = 2.0  # the longest pause between two tries while the store is away
 
 
 @dataclass(frozen=True)
@@ -94,19 +103,29 @@ class InboxConsumer:
     settings: OrdersSettings
 
     async def process(self, record: ConsumerRecord) -> None:
+        """Handle one message: retried while our own database is away, however long (the message is
+        not at fault, and its offset stays uncommitted); any other failure is retried
+        ``orders_consumer_max_attempts`` times, then dead-lettered."""
         message_id = _message_id(record)
-        last_error = "unknown"
-        for attempt in range(1, self.settings.orders_consumer_max_attempts + 1):
+        attempt, outage = 0, 0
+        while True:
             try:
                 await self._handle_once(record, message_id)
                 return
-            except Exception as exc:  # any failure is retried, then dead-lettered
-                last_error = f"{type(exc).__name__}: {exc}"[:500]
-                logger.warning(
-                    "consume_failed consumer=%s attempt=%d error=%s", self.name, attempt, last_error
+            except STORE_UNAVAILABLE as exc:
+                outage += 1
+                logger.warning("consume_waiting_for_store consumer=%s error=%r", self.name, exc)
+                await asyncio.sleep(
+                    min(self.settings.orders_consumer_retry_backoff_s * outage, STORE_WAIT_MAX_S)
                 )
+            except Exception as exc:  # the message, or a service it needs, failed: retried, then set aside
+                attempt += 1
+                reason = f"{type(exc).__name__}: {exc}"[:500]
+                logger.warning("consume_failed consumer=%s attempt=%d error=%s", self.name, attempt, reason)
+                if attempt >= self.settings.orders_consumer_max_attempts:
+                    await self._dead_letter(record, message_id=message_id, reason=reason)
+                    return
                 await asyncio.sleep(self.settings.orders_consumer_retry_backoff_s * attempt)
-        await self._dead_letter(record, message_id=message_id, reason=last_error)
 
     async def _handle_once(self, record: ConsumerRecord, message_id: str) -> None:
         event = OrderPlaced.from_payload(json.loads(record.value))
