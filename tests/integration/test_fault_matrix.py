@@ -1,0 +1,57 @@
+"""The fault matrix: every component each hardened design depends on, killed and paused under load,
+then recovered; the hardened targets hold at the defaults (``loadtests/faults.py`` says which).
+
+The matrix runs on servers of its own (it kills them), not the session's. Naive cells run beside
+the hardened ones where the fault is the lesson, and assert that lesson.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from loadtests.fault_scenarios import MATRIX, run_matrix_cell
+from loadtests.fault_targets import FaultLab, fault_lab
+from loadtests.faults import Cell, CellResult
+from tests.conftest import private_lab_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
+
+HARDENED = [cell for cell in MATRIX if cell.variant == "hardened"]
+NAIVE = [cell for cell in MATRIX if cell.variant == "naive"]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultLab]:
+    with fault_lab(private_lab_settings(tmp_path_factory.mktemp("fault-lab"))) as lab:
+        yield lab
+
+
+async def _run(lab: FaultLab, cell: Cell, tmp_path: Path) -> CellResult:
+    result = await run_matrix_cell(lab, cell, tmp_path)
+    assert result.timeline.error is None, result.timeline.error
+    return result
+
+
+@pytest.mark.parametrize("cell", HARDENED, ids=lambda cell: cell.id)
+async def test_hardened_cell_meets_the_targets(lab: FaultLab, cell: Cell, tmp_path: Path) -> None:
+    result = await _run(lab, cell, tmp_path)
+    assert result.timeline.fault_at is not None and result.timeline.recovered_at is not None
+    assert sum(result.answers.values()) > 0
+    assert result.violations == [], result.to_json()
+
+
+NAIVE_LESSON_HOLDS = {
+    "shortener-naive-postgres-kill": lambda r: r.answers["5xx"] + r.answers["503"] > 0,
+    "ratelimit-naive-worker-kill": lambda r: r.audit.doubled["admissions"] > 0,
+    "orders-naive-kafka-kill": lambda r: r.audit.lost["events"] > 0,
+    "orders-naive-kafka-stop": lambda r: r.audit.lost["events"] > 0,
+}
+
+
+@pytest.mark.parametrize("cell", NAIVE, ids=lambda cell: cell.id)
+async def test_naive_cell_shows_its_lesson(lab: FaultLab, cell: Cell, tmp_path: Path) -> None:
+    result = await _run(lab, cell, tmp_path)
+    assert NAIVE_LESSON_HOLDS[cell.id](result), (cell.lesson, result.to_json())
