@@ -32,6 +32,7 @@ from loadtests.markdown import table_row
 from services.lab.settings import LabSettings
 
 COMMAND = ".venv/bin/python -m loadtests.faults_bench"
+HEADER = ("cell", *OUTCOMES, "no Retry-After", "held", "late", "lost", "doubled", "recovered s", "verdict")
 
 
 def run(*, only: str, state_dir: Path) -> list[CellResult]:
@@ -63,10 +64,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "sent after it. A hardened cell holds when it has no 5xx but 503, every 429/503 carries "
         "`Retry-After`, nothing is late, and nothing is lost or doubled beyond its stated bound.",
         "",
-        table_row(
-            ["cell", *OUTCOMES, "no Retry-After", "held", "late", "lost", "doubled", "recovered s", "verdict"]
-        ),  # fmt: skip
-        "|" + "---|" * (len(OUTCOMES) + 9),
+        table_row(HEADER),
+        "|" + "---|" * len(HEADER),
     ]
     lines += [_row(cell) for cell in report["cells"]]
     lines += ["", "## Bounds, lessons and misses", ""]
