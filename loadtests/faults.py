@@ -145,6 +145,7 @@ class CellResult:
     audit: Audit
     timeline: Timeline
     violations: list[str] = field(default_factory=list)
+    took_s: float = 0.0  # the whole cell: preparing, the load, settling and the audit
 
     @property
     def holds(self) -> bool:
@@ -214,6 +215,7 @@ def client_for(base_url: str) -> httpx.AsyncClient:
 
 
 async def run_cell(cell: Cell, scenario: Scenario) -> CellResult:
+    started = time.monotonic()
     async with client_for(scenario.base_url) as client:
         await scenario.prepare(client)
         t0 = time.monotonic()
@@ -221,6 +223,7 @@ async def run_cell(cell: Cell, scenario: Scenario) -> CellResult:
     audit = await scenario.audit(answers, timeline)
     result = summarize(cell, answers, timeline, audit)
     result.violations = violations(result)
+    result.took_s = round(time.monotonic() - started, 1)
     return result
 
 

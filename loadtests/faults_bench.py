@@ -32,7 +32,10 @@ from loadtests.markdown import table_row
 from services.lab.settings import LabSettings
 
 COMMAND = ".venv/bin/python -m loadtests.faults_bench"
-HEADER = ("cell", *OUTCOMES, "no Retry-After", "held", "late", "lost", "doubled", "recovered s", "verdict")
+HEADER = (
+    "cell", *OUTCOMES, "no Retry-After", "held", "late", "lost", "doubled", "recovered s", "cell s",
+    "verdict",
+)  # fmt: skip
 
 
 def run(*, only: str, state_dir: Path) -> list[CellResult]:
@@ -86,6 +89,7 @@ def _row(cell: dict[str, Any]) -> str:
             _counts(audit["lost"]),
             _counts(audit["doubled"]),
             "-" if cell["recovered_s"] is None else cell["recovered_s"],
+            cell["took_s"],
             verdict,
         ]
     )
