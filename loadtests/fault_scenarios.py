@@ -224,6 +224,9 @@ ORDERS_SETTLE_S = 60.0
 PUBLISHED_QUERY = """
     SELECT count(*) FROM "{schema}".outbox x JOIN "{schema}".orders o ON x.aggregate_id = o.order_id::text
     WHERE o.sku = $1 AND x.published_at IS NOT NULL"""
+# The naive service publishes each order right after its commit: every committed order's event may
+# be in the broker.
+COMMITTED_COUNT_QUERY = 'SELECT count(*) FROM "{schema}".orders WHERE sku = $1'
 UNNOTIFIED_QUERY = """
     SELECT count(*) FROM "{schema}".orders o
     WHERE o.sku = $1
@@ -287,7 +290,8 @@ class OrdersScenario:
     async def before_fault(self, component: str, fault: Fault) -> None:
         """Before a broker kill: what it may hold, since the embedded broker keeps it in memory."""
         if component == "kafka" and fault == "kill":
-            self.broker_held = await self._count(PUBLISHED_QUERY)
+            hardened = self.cell.variant == "hardened"
+            self.broker_held = await self._count(PUBLISHED_QUERY if hardened else COMMITTED_COUNT_QUERY)
 
     async def audit(self, answers: list[Answer], timeline: Timeline) -> Audit:
         hardened = self.cell.variant == "hardened"
@@ -384,7 +388,6 @@ NAIVE_LESSONS = (
         lesson="each worker counts alone, and the replacement of a killed one starts from zero",
     ),
     Cell("orders", "naive", "kafka", "kill", lesson=DUAL_WRITE),
-    Cell("orders", "naive", "kafka", "stop", lesson=DUAL_WRITE),
 )  # fmt: skip
 MATRIX: tuple[Cell, ...] = (
     *(

@@ -42,6 +42,13 @@ class FaultLab:
         return InfraServer(self.supervisor, name)
 
 
+def fault_lab_settings(state_dir: Path) -> LabSettings:
+    """Embedded servers (the matrix kills local processes) on free ports, with PostgreSQL's default
+    durability: a commit it acknowledged must survive a SIGKILL, or the matrix would count orders
+    lost by a test setting (``synchronous_commit=off``) instead of by the design."""
+    return LabSettings(infra="embedded", state_dir=state_dir, postgres_port=0, redis_port=0, kafka_port=0)
+
+
 @contextmanager
 def fault_lab(settings: LabSettings) -> Iterator[FaultLab]:
     supervisor = Supervisor(settings, services=(), workers=())

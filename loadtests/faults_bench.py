@@ -3,7 +3,7 @@ servers of the bench's own, written to ``docs/results/faults.md`` and ``faults.j
 
     python -m loadtests.faults_bench [--only SUBSTRING] [--out docs/results]
 
-PostgreSQL keeps its default durability here (the test of the same matrix turns fsync off).
+PostgreSQL keeps its default durability, in the bench and in the test of the same matrix.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 from loadtests.environment import machine_info
 from loadtests.fault_scenarios import MATRIX, run_matrix_cell
-from loadtests.fault_targets import fault_lab
+from loadtests.fault_targets import fault_lab, fault_lab_settings
 from loadtests.faults import (
     CLIENT_DEADLINE_S,
     FAULT_AT_S,
@@ -29,7 +29,6 @@ from loadtests.faults import (
     CellResult,
 )
 from loadtests.markdown import table_row
-from services.lab.settings import LabSettings
 
 COMMAND = ".venv/bin/python -m loadtests.faults_bench"
 HEADER = (
@@ -39,9 +38,8 @@ HEADER = (
 
 
 def run(*, only: str, state_dir: Path) -> list[CellResult]:
-    settings = LabSettings(infra="embedded", state_dir=state_dir, postgres_port=0, redis_port=0, kafka_port=0)
     results = []
-    with fault_lab(settings) as lab:
+    with fault_lab(fault_lab_settings(state_dir)) as lab:
         for cell in (c for c in MATRIX if only in c.id):
             results.append(asyncio.run(run_matrix_cell(lab, cell, state_dir / "cells")))
             print(f"  {cell.id}: {'holds' if results[-1].holds else 'MISSES'}", flush=True)
