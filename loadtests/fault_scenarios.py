@@ -295,13 +295,9 @@ class OrdersScenario:
 
     async def audit(self, answers: list[Answer], timeline: Timeline) -> Audit:
         hardened = self.cell.variant == "hardened"
-        sale: SaleAudit = await settle(
-            lambda: audit_sale(self.settings, variant=self.cell.variant, sku=self.sku),
-            done=lambda a: not hardened or (a.orders_not_paid == 0 and a.events_lost == 0),
-            timeout_s=ORDERS_SETTLE_S,
-        )
+        done = _settled if hardened else _any
+        sale, unnotified = await settle(self._sale, done=done, timeout_s=ORDERS_SETTLE_S)
         committed = await self._committed()
-        unnotified = await self._count(UNNOTIFIED_QUERY) if hardened else 0
         held = {"events": self.broker_held, "charges": self.broker_held, "notifications": self.broker_held}
         return Audit(
             numbers={k: v for k, v in sale.as_dict().items() if isinstance(v, int)},
@@ -326,6 +322,12 @@ class OrdersScenario:
             ),
         )
 
+    async def _sale(self) -> tuple[SaleAudit, int]:
+        """The sale's audit and its orders without a notification (the naive flow sends none)."""
+        sale = await audit_sale(self.settings, variant=self.cell.variant, sku=self.sku)
+        hardened = self.cell.variant == "hardened"
+        return sale, await self._count(UNNOTIFIED_QUERY) if hardened else 0
+
     async def _count(self, query: str) -> int:
         conn = await asyncpg.connect(self.settings.postgres_url)
         try:
@@ -340,6 +342,16 @@ class OrdersScenario:
             return {row[0] for row in await conn.fetch(query, self.sku)}
         finally:
             await conn.close()
+
+
+def _settled(reading: tuple[SaleAudit, int]) -> bool:
+    """Every order paid, announced and notified: what the hardened flow promises, eventually."""
+    sale, unnotified = reading
+    return sale.orders_not_paid == 0 and sale.events_lost == 0 and unnotified == 0
+
+
+def _any(_: tuple[SaleAudit, int]) -> bool:
+    return True
 
 
 @contextmanager
