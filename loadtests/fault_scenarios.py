@@ -221,6 +221,7 @@ HARDENED_WORKERS = {
 # How long the audit waits for the hardened flow to pay and announce every order (bounded, as the
 # bench's own audit waits).
 ORDERS_SETTLE_S = 60.0
+WARM_UP = -1  # the number of the order placed before the load
 PUBLISHED_QUERY = """
     SELECT count(*) FROM "{schema}".outbox x JOIN "{schema}".orders o ON x.aggregate_id = o.order_id::text
     WHERE o.sku = $1 AND x.published_at IS NOT NULL"""
@@ -274,6 +275,15 @@ class OrdersScenario:
             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
         )
         response.raise_for_status()
+        await self._warm_up(client)
+
+    async def _warm_up(self, client: httpx.AsyncClient) -> None:
+        """One order through the whole flow before the load: a fault must hit workers that run, not
+        workers still starting (a relay paused while it applies the schema holds its locks)."""
+        (await self.send(client, WARM_UP)).raise_for_status()
+        done = _settled if self.cell.variant == "hardened" else _any
+        if not done(await settle(self._sale, done=done, timeout_s=ORDERS_SETTLE_S)):
+            raise RuntimeError(f"the warm-up order of {self.sku} was not paid and announced in time")
 
     async def send(self, client: httpx.AsyncClient, number: int) -> httpx.Response:
         body = {"sku": self.sku, "quantity": 1, "customer_id": f"c{number}"}

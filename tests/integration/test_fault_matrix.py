@@ -30,6 +30,12 @@ KNOWN_DEFECTS = {
         "the consumers' commits fail with UnknownTopicOrPartition and orders published after the "
         "restart stay unpaid, beyond what the broker held at the kill"
     ),
+    "orders-hardened-postgres-kill": (
+        "the consumers treat a PostgreSQL outage like a failing message: their retry budget "
+        "(LAB_ORDERS_CONSUMER_MAX_ATTEMPTS x RETRY_BACKOFF_S, about 1 s) is shorter than a restart, so "
+        "they give up on orders that then stay unpaid or unnotified (in one run the relay also stopped "
+        "publishing after the restart)"
+    ),
 }
 HARDENED = [
     pytest.param(cell, marks=pytest.mark.xfail(strict=True, reason=KNOWN_DEFECTS[cell.id]))
