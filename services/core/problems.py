@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Generic, TypeVar
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -143,6 +144,28 @@ async def _on_unexpected_error(request: Request, exc: Exception) -> JSONResponse
     return problem_response(problem)
 
 
+# A store the request needs is down, restarting or unreachable: an outage the client should wait
+# out and retry, not a bug. OSError covers refused and reset connections and timeouts.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # "shutting down", "starting up"
+)
+UNAVAILABLE_RETRY_AFTER_S = 1
+
+
+async def _on_dependency_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("dependency_unavailable method=%s path=%s error=%r", request.method, request.url.path, exc)
+    problem = Problem(
+        status=503,
+        kind="dependency-unavailable",
+        title="Service Unavailable",
+        detail="a store this request needs did not answer; try again shortly",
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
+    )
+    return problem_response(problem)
+
+
 def _kind_for_status(status: int) -> str:
     return {
         400: "bad-request",
@@ -194,4 +217,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(HTTPException, _on_http_exception)
+    for unavailable in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(unavailable, _on_dependency_unavailable)
     app.add_exception_handler(Exception, _on_unexpected_error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -28,6 +29,14 @@ def _app() -> FastAPI:
         raise Problem(
             status=503, kind="busy", title="Busy", detail="come back later", headers={"Retry-After": "3"}
         )
+
+    @app.get("/database-down")
+    async def database_down() -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    @app.get("/database-restarting")
+    async def database_restarting() -> None:
+        raise asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
 
     @app.get("/boom")
     async def boom() -> None:
@@ -79,6 +88,13 @@ def test_wrong_method_is_a_405_problem(client: TestClient) -> None:
 def test_unexpected_error_is_a_500_problem_without_internals(client: TestClient) -> None:
     body = _assert_problem(client.get("/boom"), 500, "internal-error")
     assert "a bug" not in str(body)
+
+
+@pytest.mark.parametrize("path", ["/database-down", "/database-restarting"])
+def test_an_unreachable_store_is_a_503_problem_with_retry_after(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    _assert_problem(response, 503, "dependency-unavailable")
+    assert int(response.headers["retry-after"]) >= 1
 
 
 def test_healthz_with_no_dependencies_is_ok(client: TestClient) -> None:
