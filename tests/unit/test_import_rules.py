@@ -30,7 +30,6 @@ LOADTESTS_STILL_USING_THE_LAB = frozenset(
         "loadtests.environment",
         "loadtests.fault_scenarios",
         "loadtests.fault_targets",
-        "loadtests.faults_bench",
         "loadtests.orders_bench",
         "loadtests.ratelimit_bench",
         "loadtests.shortener_bench",
