@@ -18,13 +18,14 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import KafkaError
 
 from services.core.resources import apply_schema, open_kafka_producer, open_postgres_pool, read_resource
 from services.orders import store
@@ -167,7 +168,19 @@ class InboxConsumer:
                 continue
             await asyncio.gather(*(self.process(record) for record in records))
             await asyncio.sleep(self.settings.orders_consumer_commit_delay_s)
+            await self._commit(consumer)
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit what was handled. A commit the broker refuses (it restarted and lost its topics and
+        groups) is not fatal: the messages come again and the inbox absorbs them."""
+        try:
             await consumer.commit()
+        except KafkaError as exc:
+            logger.warning("commit_failed consumer=%s error=%r", self.name, exc)
+            with suppress(KafkaError, OSError):
+                await ensure_topics(
+                    self.settings, [self.settings.orders_topic, self.settings.orders_dlq_topic]
+                )
 
 
 def _message_id(record: ConsumerRecord) -> str:

@@ -99,10 +99,19 @@ class OutboxRelay:
                 delay = backoff.next_delay()
                 logger.warning("relay_backoff error=%s delay_s=%.2f", type(exc).__name__, delay)
                 await asyncio.sleep(delay)
+                if isinstance(exc, KafkaError):
+                    await self._recreate_topics()
                 continue
             backoff.reset()
             if published < self.settings.orders_relay_batch_size:
                 await self._wait_for_work()
+
+    async def _recreate_topics(self) -> None:
+        """A broker that lost its storage (the embedded one keeps topics in memory) comes back
+        without the topics: create them again, or the relay would retry into a topic that is not
+        there. Best effort: a broker still away fails this as it failed the send."""
+        with suppress(KafkaError, OSError):
+            await ensure_topics(self.settings, [self.settings.orders_topic, self.settings.orders_dlq_topic])
 
     async def _wait_for_work(self) -> None:
         with suppress(TimeoutError):
