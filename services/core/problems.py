@@ -150,6 +150,9 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,  # "shutting down", "starting up"
+    # A connection left half way through a protocol exchange by a server that died under it (asyncpg:
+    # "cannot switch to state …; another operation is in progress"): the same outage, seen later.
+    asyncpg.InternalClientError,
 )
 UNAVAILABLE_RETRY_AFTER_S = 1
 

@@ -27,6 +27,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError
 
+from services.core.problems import UNAVAILABLE_ERRORS
 from services.core.resources import apply_schema, open_kafka_producer, open_postgres_pool, read_resource
 from services.orders import store
 from services.orders.clients import PaymentGatewayClient, open_http_client
@@ -42,13 +43,6 @@ ON CONFLICT (consumer, message_id) DO UPDATE SET deliveries = inbox.deliveries +
 RETURNING deliveries
 """
 INSERT_NOTIFICATION = "INSERT INTO notifications (order_id, channel) VALUES ($1, $2) ON CONFLICT DO NOTHING"
-# PostgreSQL itself unreachable, restarting or refusing connections: the consumer's own store is away.
-STORE_UNAVAILABLE = (
-    OSError,  # refused, reset; TimeoutError (a pool that could not connect in time) is one too
-    asyncpg.InterfaceError,  # the connection died under us
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,  # shutting down, or not accepting connections yet
-)
 STORE_WAIT_MAX_S = 2.0  # the longest pause between two tries while the store is away
 
 
@@ -113,7 +107,7 @@ class InboxConsumer:
             try:
                 await self._handle_once(record, message_id)
                 return
-            except STORE_UNAVAILABLE as exc:
+            except UNAVAILABLE_ERRORS as exc:  # the consumer's own PostgreSQL is away
                 outage += 1
                 logger.warning("consume_waiting_for_store consumer=%s error=%r", self.name, exc)
                 await asyncio.sleep(
@@ -174,8 +168,10 @@ class InboxConsumer:
         """Commit what was handled. A commit the broker refuses (it restarted and lost its topics and
         groups) is not fatal: the messages come again and the inbox absorbs them."""
         try:
-            await consumer.commit()
-        except KafkaError as exc:
+            # Bounded: for partitions the broker no longer knows, the client retries the commit forever.
+            async with asyncio.timeout(self.settings.kafka_request_timeout_ms / 1000):
+                await consumer.commit()
+        except (KafkaError, TimeoutError) as exc:
             logger.warning("commit_failed consumer=%s error=%r", self.name, exc)
             with suppress(KafkaError, OSError):
                 await ensure_topics(

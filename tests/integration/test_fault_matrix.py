@@ -21,20 +21,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 # Defects the matrix found that nobody is fixing yet: each cell fails for the reason given, and
 # ``strict`` makes it fail the suite once the defect is fixed, so the mark cannot outlive it.
 KNOWN_DEFECTS = {
-    "shortener-hardened-redis-stop": (
-        "a paused Redis stalls each redirect for LAB_REDIS_SOCKET_TIMEOUT_S (2 s) before the "
-        "PostgreSQL fallback: beyond the client's 1 s deadline; the redirect path has no Redis budget"
-    ),
     "orders-hardened-kafka-kill": (
-        "the embedded broker comes back without the lab's topics (they are created once, at start-up): "
-        "the consumers' commits fail with UnknownTopicOrPartition and orders published after the "
-        "restart stay unpaid, beyond what the broker held at the kill"
-    ),
-    "orders-hardened-postgres-kill": (
-        "the consumers treat a PostgreSQL outage like a failing message: their retry budget "
-        "(LAB_ORDERS_CONSUMER_MAX_ATTEMPTS x RETRY_BACKOFF_S, about 1 s) is shorter than a restart, so "
-        "they give up on orders that then stay unpaid or unnotified (in one run the relay also stopped "
-        "publishing after the restart)"
+        "the embedded broker keeps topics, offsets and groups in memory and comes back empty: the "
+        "relay creates its topics again and the consumers' commits are bounded, yet the consumers do "
+        "not resume reading, so orders placed after the restart stay unpaid, beyond what the broker "
+        "held at the kill (compose's Apache Kafka keeps them on disk)"
     ),
 }
 HARDENED = [
