@@ -23,13 +23,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 KNOWN_DEFECTS = {
     "orders-hardened-kafka-kill": (
         "the embedded broker keeps topics, offsets and groups in memory and comes back empty: the "
-        "relay creates its topics again and the consumers' commits are bounded, yet the consumers do "
-        "not resume reading, so orders placed after the restart stay unpaid, beyond what the broker "
-        "held at the kill (compose's Apache Kafka keeps them on disk)"
+        "relay creates its topics again and the consumers' commits are bounded, yet in some runs the "
+        "consumers do not resume reading, so orders placed after the restart stay unpaid, beyond what "
+        "the broker held at the kill (compose's Apache Kafka keeps them on disk)"
     ),
 }
+# A defect that shows only in some runs cannot be strict: its cell passing once does not mean it is fixed.
+INTERMITTENT = {"orders-hardened-kafka-kill"}
 HARDENED = [
-    pytest.param(cell, marks=pytest.mark.xfail(strict=True, reason=KNOWN_DEFECTS[cell.id]))
+    pytest.param(
+        cell,
+        marks=pytest.mark.xfail(strict=cell.id not in INTERMITTENT, reason=KNOWN_DEFECTS[cell.id]),
+    )
     if cell.id in KNOWN_DEFECTS
     else cell
     for cell in MATRIX
