@@ -27,9 +27,14 @@ KNOWN_DEFECTS = {
         "consumers do not resume reading, so orders placed after the restart stay unpaid, beyond what "
         "the broker held at the kill (compose's Apache Kafka keeps them on disk)"
     ),
+    "orders-hardened-postgres-kill": (
+        "in some runs the relay stops publishing after PostgreSQL comes back (one run: 166 events, "
+        "charges and notifications missing when the cell settled); the 5xx and the consumers' "
+        "dead-lettering this cell found first are fixed"
+    ),
 }
 # A defect that shows only in some runs cannot be strict: its cell passing once does not mean it is fixed.
-INTERMITTENT = {"orders-hardened-kafka-kill"}
+INTERMITTENT = {"orders-hardened-kafka-kill", "orders-hardened-postgres-kill"}
 HARDENED = [
     pytest.param(
         cell,
