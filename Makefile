@@ -23,8 +23,8 @@ test: setup ## Run the whole test suite against real servers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup ## ruff and mypy
-	$(BIN)/ruff check services loadtests tests
-	$(BIN)/ruff format --check services loadtests tests
+	$(BIN)/ruff check services loadtests tests compose
+	$(BIN)/ruff format --check services loadtests tests compose
 	$(BIN)/mypy
 
 up: setup ## Start infrastructure, services and workers (lab up)
