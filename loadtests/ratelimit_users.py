@@ -6,21 +6,19 @@ A ``429`` is the limiter doing its job, so it counts as a success; anything else
 ``LAB_LOAD_KEYS`` (default 10,000) and ``LAB_LOAD_HOT_KEYS`` (default 5).
 
 With ``LAB_BENCH_RECORD_DIR`` set, every admitted request of a hot key is recorded with the server's
-own time (``served_at``), one file per Locust process, for the auditor to count over-admissions.
+own time (``served_at``), one ``admitted-*.json`` per Locust process, wherever it ran (the engine hands
+it to the runner), for the auditor to count over-admissions.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from collections import defaultdict
-from pathlib import Path
-from typing import Any
 
-from locust import FastHttpUser, constant, events, task
+from locust import FastHttpUser, constant, task
 
-from loadtests.engine.openloop import OpenLoopUser
+from loadtests.engine.openloop import OpenLoopUser, add_record_source
 from loadtests.shapes import selected_shape
 
 RESOURCE = "/api/v1/resource"
@@ -74,12 +72,7 @@ class RateLimitedArrivals(OpenLoopUser, RateLimitedClient):
 ADMITTED: defaultdict[str, list[float]] = defaultdict(list)
 
 
-@events.test_stop.add_listener  # type: ignore[untyped-decorator]
-def _write_admitted(**_: Any) -> None:
-    record_dir = os.environ.get("LAB_BENCH_RECORD_DIR")
-    if record_dir and ADMITTED:
-        path = Path(record_dir) / f"admitted-{os.getpid()}.json"
-        path.write_text(json.dumps(ADMITTED))
+add_record_source("admitted", lambda: dict(ADMITTED) or None)
 
 
 LoadShape = selected_shape()

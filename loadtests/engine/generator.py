@@ -8,12 +8,19 @@ needs its pid: :func:`start_load` returns while Locust runs, :meth:`RunningLoad.
 
 Locust runs for the schedule (or the stated duration) plus the deadline and a margin, so that the
 last requests get their full deadline before the processes stop; its own statistics are not read.
+
+``processes`` > 1 forks the workers here (Locust's ``--processes``). With ``master_bind`` the
+workers run elsewhere, on other machines: this process is Locust's master only, listening on
+``host:port`` and starting once ``processes`` workers have joined. It writes ``worker.env`` into the
+output folder, the environment each worker needs (``worker_argv`` says how to start one); the workers
+send what they record to the master, so everything is read back here, as from a local run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -29,6 +36,8 @@ from loadtests.engine.schedule import Schedule
 STOP_MARGIN_S = 2.0
 MAX_EXTRA_WAIT_S = 90.0  # start-up and shutdown of Locust itself, beyond the run
 START_TIMEOUT_S = 60.0
+# The environment every process of one run must share (the workers' plan is checked against it).
+PLAN_PREFIX = "LAB_LOAD_"
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,8 @@ class LoadPlan:
     deadline_s: float = 2.0
     processes: int = 1
     env: Mapping[str, str] = field(default_factory=dict)
+    # "host:port" the master listens on for workers that run elsewhere; None forks them here.
+    master_bind: str | None = None
 
     def __post_init__(self) -> None:
         if (self.schedule is None) == (self.users == 0):
@@ -53,6 +64,13 @@ class LoadPlan:
             raise ValueError("a closed-loop plan needs a duration")
         if self.processes < 1 or self.deadline_s <= 0 or self.warmup_s < 0:
             raise ValueError("processes ≥ 1, a positive deadline and a warm-up ≥ 0, please")
+        if self.master_bind is not None:
+            master_address(self.master_bind)
+
+    @property
+    def users_count(self) -> int:
+        """Locust users: one open-loop user per process (it follows that process's share)."""
+        return self.processes if self.open_loop else self.users
 
     @property
     def run_s(self) -> float:
@@ -120,11 +138,39 @@ class RunningLoad:
         self._log.close()
 
 
+def master_address(bind: str) -> tuple[str, int]:
+    """``host:port`` → its parts, or a clear error."""
+    host, _, port = bind.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"the master listens on host:port, e.g. 0.0.0.0:5557, not {bind!r}")
+    return host, int(port)
+
+
 def start_load(plan: LoadPlan, *, out_dir: Path) -> RunningLoad:
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in [*out_dir.glob("recording-*.json"), *out_dir.glob("clock-*.json")]:
         stale.unlink()
+    if plan.master_bind is not None:
+        _write_worker_env(plan, out_dir)
     return RunningLoad(plan, out_dir)
+
+
+def worker_argv(plan: LoadPlan, *, master_host: str) -> list[str]:
+    """How a worker on another machine joins a run of ``plan``, with ``worker.env`` in its
+    environment; ``--processes N`` added to it forks N workers there."""
+    _, port = master_address(plan.master_bind or "")
+    return [
+        "locust", "-f", str(plan.locustfile), "--worker", "--master-host", master_host,
+        "--master-port", str(port), "--loglevel", "WARNING",
+    ]  # fmt: skip
+
+
+def _write_worker_env(plan: LoadPlan, out_dir: Path) -> None:
+    """What a worker must share with the master (the master refuses one whose ``LAB_LOAD_*`` differ).
+    The record folder stays the master's: workers send their records to it."""
+    planned = {k: v for k, v in os.environ.items() if k.startswith(PLAN_PREFIX)}
+    env = {k: v for k, v in {**planned, **_env(plan, out_dir)}.items() if k != "LAB_BENCH_RECORD_DIR"}
+    (out_dir / "worker.env").write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(env.items())))
 
 
 def run_load(plan: LoadPlan, *, out_dir: Path) -> LoadResult:
@@ -133,14 +179,18 @@ def run_load(plan: LoadPlan, *, out_dir: Path) -> LoadResult:
 
 
 def _argv(plan: LoadPlan) -> list[str]:
-    users = plan.processes if plan.open_loop else plan.users
+    users = plan.users_count
     argv = [
         sys.executable, "-m", "locust", "-f", str(plan.locustfile), plan.user_class,
         "--headless", "--host", plan.host, "--users", str(users), "--spawn-rate", str(users),
         "--run-time", f"{round(plan.run_s + plan.deadline_s + STOP_MARGIN_S)}s",
         "--stop-timeout", str(round(plan.deadline_s + 1)), "--only-summary", "--loglevel", "WARNING",
     ]  # fmt: skip
-    if plan.processes > 1:
+    if plan.master_bind is not None:
+        host, port = master_address(plan.master_bind)
+        argv += ["--master", "--expect-workers", str(plan.processes)]
+        argv += ["--master-bind-host", host, "--master-bind-port", str(port)]
+    elif plan.processes > 1:
         argv += ["--processes", str(plan.processes)]
     return argv
 
@@ -188,6 +238,9 @@ def read_failure_reasons(out_dir: Path) -> Counter[str]:
 
 def _read_back(out_dir: Path, *, processes: int) -> LoadResult:
     documents = _documents(out_dir)
+    if len(documents) != processes:  # a part of the load would be missing from every number
+        log = _tail(out_dir / "locust.log")
+        raise RuntimeError(f"{len(documents)} of {processes} load processes handed in a recording:\n{log}")
     return LoadResult(
         recording=merged(Recording.from_json(d["recording"]) for d in documents),
         started_monotonic=min(d["started_monotonic"] for d in documents),

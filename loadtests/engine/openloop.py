@@ -19,17 +19,24 @@ by a ``gevent.Timeout`` raising :class:`DeadlinePassed`: Locust's own timeouts b
 operation, not the request. A request
 past its deadline is a ``timeouts`` outcome, never a latency sample.
 
-Each process writes its :class:`~loadtests.engine.recording.Recording` to ``LAB_BENCH_RECORD_DIR``
-when the test stops; the runner merges them.
+Each process hands its :class:`~loadtests.engine.recording.Recording` (and any document a users
+module adds with :func:`add_record_source`) to the runner when the test stops: a single process
+writes it to ``LAB_BENCH_RECORD_DIR``; a worker of a distributed run sends it to the master, which
+writes it to its own, because workers may run on other machines (``--processes`` forks them here,
+``locust --worker --master-host`` joins them from anywhere). The master asks for the records of
+every worker before it stops, and refuses a worker whose plan (``LAB_LOAD_*``) is not its own: a
+worker with another schedule or worker count would skew the run without a sign.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,13 +45,22 @@ import gevent
 from gevent.pool import Group
 from locust import FastHttpUser, events, task
 from locust.env import Environment
-from locust.runners import MasterRunner
+from locust.rpc import Message
+from locust.runners import MasterRunner, WorkerRunner
 
+from loadtests.engine.generator import PLAN_PREFIX
 from loadtests.engine.recording import Recording, Window, windows_of
 from loadtests.engine.schedule import Schedule
 
 DEFAULT_DEADLINE_S = 2.0
 DEFAULT_MAX_IN_FLIGHT = 4096
+RECORD_MESSAGE = "lab_record"
+COLLECT_MESSAGE = "lab_collect"
+# How long the master waits for the workers' records beyond their own stop (a slow network, a
+# worker finishing its requests in flight).
+COLLECT_MARGIN_S = 15.0
+
+logger = logging.getLogger(__name__)
 
 
 class DeadlinePassed(BaseException):
@@ -77,9 +93,7 @@ class RunClock:
     def announce(self) -> None:
         """Tell the runner when this process's run began: it starts a chaos timeline and marks the CPU
         window on this clock."""
-        directory = os.environ.get("LAB_BENCH_RECORD_DIR")
-        if directory is not None:
-            Path(directory, f"clock-{os.getpid()}.json").write_text(json.dumps(self.moments()))
+        deliver("clock", {**self.moments(), "plan": load_plan()})
 
     def moments(self) -> dict[str, float]:
         """When the run began, on the machine's monotonic clock (shared by every process) and the wall
@@ -110,25 +124,130 @@ def _windows(schedule: Schedule | None) -> list[Window]:
     return windows_of(phases, warmup_s=warmup_s)
 
 
+def load_plan() -> dict[str, str]:
+    """What every process of one run must agree on: the ``LAB_LOAD_*`` environment."""
+    return {name: value for name, value in sorted(os.environ.items()) if name.startswith(PLAN_PREFIX)}
+
+
+# -- records: what each process hands the runner ----------------------------------------------
+
+_environment: Environment | None = None
+_record_sources: dict[str, Callable[[], dict[str, Any] | None]] = {}
+_delivered = False  # this process's final records went out (once per run)
+_workers_delivered: set[str] = set()  # on a master: the workers whose recording arrived
+_refused_plan = False  # on a master: a worker's plan was not its own, and the run is being ended
+
+
+def add_record_source(name: str, source: Callable[[], dict[str, Any] | None]) -> None:
+    """A document of a users module's own (``None``: nothing this time), handed to the runner with
+    the recording as ``<name>-<process>.json``."""
+    _record_sources[name] = source
+
+
+def deliver(name: str, document: dict[str, Any]) -> None:
+    """To ``LAB_BENCH_RECORD_DIR`` here, or from a worker to its master (which may be elsewhere)."""
+    runner = _environment.runner if _environment is not None else None
+    if isinstance(runner, WorkerRunner):
+        sent = {"name": name, "document": document, "sent_monotonic": time.monotonic()}
+        runner.send_message(RECORD_MESSAGE, sent)
+    else:
+        _write_record(name, str(os.getpid()), document)
+
+
+def _write_record(name: str, process: str, document: dict[str, Any]) -> None:
+    directory = os.environ.get("LAB_BENCH_RECORD_DIR")
+    if directory is not None:
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", process)  # a worker's id holds its host name
+        Path(directory, f"{name}-{safe}.json").write_text(json.dumps(document))
+
+
+def _deliver_final_records() -> None:
+    global _delivered
+    if _clock is None or _delivered:
+        return
+    _delivered = True
+    deliver(
+        "recording",
+        {
+            **_clock.moments(),
+            "recording": _clock.recording.to_json(),
+            "failure_reasons": dict(_clock.failure_reasons.most_common(20)),
+        },
+    )
+    for name, source in _record_sources.items():
+        if (document := source()) is not None:
+            deliver(name, document)
+
+
+def _receive_record(environment: Environment, msg: Message, **_: Any) -> None:
+    """On the master: a worker's record, its moments moved onto this machine's monotonic clock (the
+    worker's may count from another boot; the message's transit is the error, well under a ms here)."""
+    data, worker = msg.data, str(msg.node_id)
+    document = dict(data["document"])
+    if "started_monotonic" in document:
+        document["started_monotonic"] += time.monotonic() - data["sent_monotonic"]
+    if data["name"] == "clock" and document.get("plan") != load_plan():
+        _refuse_worker(environment, worker, document.get("plan"))
+    if data["name"] == "recording":
+        _workers_delivered.add(worker)
+    _write_record(data["name"], worker, document)
+
+
+def _refuse_worker(environment: Environment, worker: str, plan: object) -> None:
+    global _refused_plan
+    _refused_plan = True
+    logger.error("worker_plan_differs worker=%s worker_plan=%s master_plan=%s", worker, plan, load_plan())
+    environment.process_exit_code = 3
+    assert environment.runner is not None
+    gevent.spawn(environment.runner.quit)
+
+
+def _collect_from_workers(runner: MasterRunner) -> None:
+    """Ask every worker that has not delivered yet to stop and deliver, and wait for it: a headless
+    master stops before its workers do, and would otherwise quit before their records arrive."""
+    if _refused_plan:
+        return
+    expected = {client.id for client in runner.clients.all}
+    for worker in expected - _workers_delivered:
+        runner.send_message(COLLECT_MESSAGE, client_id=worker)
+    deadline = time.monotonic() + runner.environment.stop_timeout + COLLECT_MARGIN_S
+    while expected - _workers_delivered and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    if missing := expected - _workers_delivered:
+        logger.error("worker_records_missing workers=%s", sorted(missing))
+
+
+def _stop_and_deliver(environment: Environment, msg: Message, **_: Any) -> None:
+    assert environment.runner is not None
+    environment.runner.stop()  # its test_stop delivers; a runner already stopped has delivered
+    _deliver_final_records()
+
+
+@events.init.add_listener  # type: ignore[untyped-decorator]
+def _route_records(environment: Environment, **_: Any) -> None:
+    global _environment
+    _environment = environment
+    if isinstance(environment.runner, MasterRunner):
+        environment.runner.register_message(RECORD_MESSAGE, _receive_record)
+    elif isinstance(environment.runner, WorkerRunner):
+        environment.runner.register_message(COLLECT_MESSAGE, _stop_and_deliver, concurrent=True)
+
+
 @events.test_start.add_listener  # type: ignore[untyped-decorator]
 def _start_clock(environment: Environment, **_: Any) -> None:
-    global _clock
-    _clock = RunClock()
+    global _clock, _delivered
+    _clock, _delivered = RunClock(), False
+    _workers_delivered.clear()
     if _clock.schedule is None and not isinstance(environment.runner, MasterRunner):
         _clock.announce()  # an open loop announces its clock when its schedule begins
 
 
 @events.test_stop.add_listener  # type: ignore[untyped-decorator]
-def _write_recording(environment: Environment, **_: Any) -> None:
-    directory = os.environ.get("LAB_BENCH_RECORD_DIR")
-    if _clock is None or directory is None or isinstance(environment.runner, MasterRunner):
-        return  # the master of a distributed run issues nothing; its workers write theirs
-    document = {
-        **_clock.moments(),
-        "recording": _clock.recording.to_json(),
-        "failure_reasons": dict(_clock.failure_reasons.most_common(20)),
-    }
-    Path(directory, f"recording-{os.getpid()}.json").write_text(json.dumps(document))
+def _hand_over_records(environment: Environment, **_: Any) -> None:
+    if isinstance(environment.runner, MasterRunner):
+        _collect_from_workers(environment.runner)  # the master issues nothing: its workers do
+    else:
+        _deliver_final_records()
 
 
 @events.request.add_listener  # type: ignore[untyped-decorator]

@@ -11,24 +11,31 @@ processes: what it measures must be what the server did.
 
 from __future__ import annotations
 
+import json
+import os
+import shlex
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import pytest
 
-from loadtests.engine.generator import LoadPlan, LoadResult, run_load
-from loadtests.engine.recording import HIGHEST_US
+from loadtests.engine.generator import LoadPlan, LoadResult, run_load, start_load, worker_argv
+from loadtests.engine.recording import HIGHEST_US, Recording
 from loadtests.engine.schedule import Schedule
 from loadtests.engine.summary import Slo, WindowSummary, series, windows
 from loadtests.engine.sweep import knee, sweep_schedule
+from services.lab.processes import free_port
 from tests.support.servers import RunningApp, run_app
 
 pytestmark = pytest.mark.e2e
 
 APP = "tests.support.fixed_delay:create_app"
+ROOT = Path(__file__).parents[2]
 USERS = Path(__file__).parents[1] / "support" / "fixed_delay_users.py"
 
 
@@ -170,3 +177,75 @@ def test_percentiles_never_exceed_the_max_and_the_seconds_add_up_to_the_totals(t
         assert sum(int(row[name] or 0) for row in rows) == getattr(window, name), name
     for row in rows:
         assert row["p99_ms"] is None or row["p99_ms"] <= latency["max"]
+
+
+# -- distributed: workers forked here, and workers that join from elsewhere ----------------------
+
+
+def _worker_env(out_dir: Path, **overrides: str) -> dict[str, str]:
+    """The environment a worker on another machine gets from the master's ``worker.env``."""
+    lines = (out_dir / "worker.env").read_text().splitlines()
+    shared = dict(shlex.split(line)[0].split("=", 1) for line in lines)
+    return {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **shared, **overrides}
+
+
+@contextmanager
+def _remote_workers(plan: LoadPlan, out_dir: Path, envs: list[dict[str, str]]) -> Iterator[None]:
+    """Workers as a user starts them on other machines: own processes, joined over TCP."""
+    argv = worker_argv(plan, master_host="127.0.0.1")
+    argv = [str(Path(sys.executable).parent / argv[0]), *argv[1:]]
+    logs = [(out_dir / f"worker-{n}.log").open("wb") for n in range(len(envs))]
+    workers = [
+        subprocess.Popen(argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        for env, log in zip(envs, logs, strict=True)
+    ]
+    try:
+        yield
+    finally:
+        for worker, log in zip(workers, logs, strict=True):
+            worker.terminate()
+            worker.wait(timeout=30)
+            log.close()
+
+
+def _distributed_plan(app: RunningApp, *, master_bind: str | None) -> LoadPlan:
+    return LoadPlan(
+        locustfile=USERS,
+        user_class="Arrivals",
+        host=app.url,
+        schedule=Schedule.constant(200, 5),
+        processes=2,
+        master_bind=master_bind,
+    )
+
+
+@pytest.mark.parametrize("joined", [False, True], ids=["forked-here", "joined-from-elsewhere"])
+def test_an_open_loop_split_over_two_workers_adds_up_to_its_rate(tmp_path: Path, joined: bool) -> None:
+    bind = f"127.0.0.1:{free_port()}" if joined else None
+    out_dir = tmp_path / "load"
+    with fixed_delay_server(tmp_path) as app:
+        plan = _distributed_plan(app, master_bind=bind)
+        running = start_load(plan, out_dir=out_dir)
+        envs = [_worker_env(out_dir) for _ in range(2)] if joined else []
+        with _remote_workers(plan, out_dir, envs) if joined else nullcontext():
+            running.wait_started()
+            result = running.finish()
+    window = _only_window(result)
+    assert window.goodput_rps == pytest.approx(200, rel=0.05)
+    assert (window.failed, window.timeouts, window.unfinished, window.not_sent) == (0, 0, 0, 0)
+    halves = [json.loads(path.read_text()) for path in sorted(out_dir.glob("recording-*.json"))]
+    offered = [Recording.from_json(h["recording"]).in_window[0].offered for h in halves]
+    assert len(offered) == 2
+    assert abs(offered[0] - offered[1]) <= 2  # worker i of 2 issues every other arrival
+
+
+def test_a_worker_whose_plan_differs_from_the_masters_is_refused(tmp_path: Path) -> None:
+    out_dir = tmp_path / "load"
+    with fixed_delay_server(tmp_path) as app:
+        plan = _distributed_plan(app, master_bind=f"127.0.0.1:{free_port()}")
+        running = start_load(plan, out_dir=out_dir)
+        other = Schedule.constant(900, 5).to_json()
+        envs = [_worker_env(out_dir), _worker_env(out_dir, LAB_LOAD_SCHEDULE=other)]
+        with _remote_workers(plan, out_dir, envs), pytest.raises(RuntimeError, match="exited with 3"):
+            running.finish()
+    assert "worker_plan_differs" in (out_dir / "locust.log").read_text()

@@ -9,7 +9,6 @@ absence is a failure, not a skip.
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 import os
@@ -39,6 +38,7 @@ from services.lab.supervisor import serve_env, uvicorn_argv
 from services.orders.settings import OrdersSettings
 from services.ratelimit.settings import RateLimitSettings
 from services.shortener.settings import ShortenerSettings
+from tests.support.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "compose"
@@ -440,11 +440,7 @@ def test_image_is_slim_python_non_root_and_health_checked() -> None:
 
 
 def test_image_health_check_finds_the_port_in_the_lab_command() -> None:
-    spec = importlib.util.spec_from_file_location("lab_healthcheck", COMPOSE_DIR / "healthcheck.py")
-    assert spec is not None
-    assert spec.loader is not None
-    healthcheck = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(healthcheck)
+    healthcheck = load_script(COMPOSE_DIR / "healthcheck.py", name="lab_healthcheck")
     for name, service in app_services().items():
         command = service["command"]
         assert healthcheck.port_of([*command, ""]) == int(command[command.index("--port") + 1]), name

@@ -10,7 +10,6 @@ tested. ``.ci/run`` installs kubectl where it can; without one the render tests 
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 import re
@@ -36,6 +35,7 @@ from services.lab.serve import import_target
 from services.lab.settings import LabSettings
 from services.lab.supervisor import serve_env, uvicorn_argv
 from services.orders.settings import OrdersSettings
+from tests.support.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBE_DIR = ROOT / "compose" / "kubernetes"
@@ -50,12 +50,7 @@ LAB_IMAGE = "system-design-lab:local"
 
 @cache
 def generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("kube_generate", KUBE_DIR / "generate.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(KUBE_DIR / "generate.py", name="kube_generate")
 
 
 # -- rendering with a real kustomize ------------------------------------------------------------
