@@ -22,7 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from services.core.autopipeline import AutoPipeline
-from services.core.cluster import ClusterCommands, RedisClient, cluster_client
+from services.core.cluster import ClusterAutoPipeline, RedisClient, cluster_client
 from services.core.lua import RedisCommands
 from services.core.settings import CoreSettings
 
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 class CommandPipeline(RedisCommands, Protocol):
     """Where a request's hot-path commands go: an :class:`AutoPipeline` (multiplexed on one
-    connection) on a single server, :class:`ClusterCommands` on a cluster."""
+    connection) on a single server, :class:`ClusterAutoPipeline` on a cluster."""
 
     async def connect(self) -> None: ...
 
@@ -153,12 +153,10 @@ async def open_bounded_redis(settings: CoreSettings, *, budget_s: float) -> Asyn
 
 
 def command_pipeline(settings: CoreSettings, *, timeout_s: float) -> CommandPipeline:
-    """The hot path's commands, each answered within ``timeout_s``: auto-pipelined on a single
-    server, through the cluster client on a cluster (why: services/core/cluster.py)."""
+    """The hot path's commands, each answered within ``timeout_s``: auto-pipelined on one
+    connection to a single server, or on one connection per primary of a cluster."""
     if settings.redis_mode == "cluster":
-        return ClusterCommands(
-            settings.redis_url, timeout_s=timeout_s, max_connections=settings.redis_max_connections
-        )
+        return ClusterAutoPipeline(settings.redis_url, timeout_s=timeout_s)
     return AutoPipeline(settings.redis_url, timeout_s=timeout_s)
 
 

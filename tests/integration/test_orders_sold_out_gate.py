@@ -15,15 +15,16 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
 from loadtests.environment import counter
+from services.core.cluster import RedisClient
 from services.core.resources import read_resource
 from services.lab.infra import InfraEndpoints
 from services.orders.soldout import gate_key, sale_token
+from tests.support.cluster import REDIS_MODES
 from tests.support.orders import OrdersLab, buy, open_sale, place_order, run_orders_lab
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("infra", REDIS_MODES, indirect=True)]
 
 GATE_ANSWERS = "orders_sold_out_gate"
 TURNED_AWAY = 20
@@ -117,7 +118,7 @@ async def test_opening_the_sale_again_clears_the_gate(client: httpx.AsyncClient,
 
 
 async def test_a_late_mark_from_an_earlier_sale_leaves_the_reopened_sale_open(
-    client: httpx.AsyncClient, sku: str, pg: asyncpg.Connection, redis_client: aioredis.Redis
+    client: httpx.AsyncClient, sku: str, pg: asyncpg.Connection, redis_client: RedisClient
 ) -> None:
     await open_sale(client, sku=sku, stock=1)
     earlier = sale_token(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cluster import REDIS_MODES
 from tests.support.shortener import FAST_ENV, Call, create, replicas, send_all, total
 
 pytestmark = pytest.mark.integration
@@ -20,6 +21,7 @@ REQUESTS = 200
 EXPECTED_DB_READS = {"naive": REQUESTS, "hardened": 1}
 
 
+@pytest.mark.parametrize("infra", REDIS_MODES, indirect=True)
 @pytest.mark.parametrize("variant", ["naive", "hardened"])
 @pytest.mark.parametrize(("existing", "status"), [(True, 302), (False, 404)], ids=["link", "unknown-code"])
 async def test_concurrent_first_requests_read_the_database(
