@@ -97,7 +97,7 @@ class ClusterAutoPipeline:
         if not self._slots:
             await self._slot_map_loaded()
         if _name(args[0]) == "SCRIPT":
-            return (await asyncio.gather(*(node.execute_command(*args) for node in self._primaries())))[0]
+            return await self._on_every_primary(args)
         try:
             return await self._node_of(args).execute_command(*args)
         except ResponseError as exc:
@@ -105,6 +105,17 @@ class ClusterAutoPipeline:
             if redirect is None:
                 raise
         return await self._redirected(redirect, args)
+
+    async def _on_every_primary(self, args: tuple[RedisArg, ...]) -> Any:
+        """The first answer of every primary that answers: a node that is down misses a ``SCRIPT LOAD``
+        it will ask for again (``NOSCRIPT``) once it is back, and must not fail the other nodes' scripts."""
+        replies = await asyncio.gather(
+            *(node.execute_command(*args) for node in self._primaries()), return_exceptions=True
+        )
+        answered = [reply for reply in replies if not isinstance(reply, BaseException)]
+        if not answered:
+            raise replies[0]
+        return answered[0]
 
     async def _redirected(self, redirect: Redirect, args: tuple[RedisArg, ...]) -> Any:
         node = self._node_at(redirect.host, redirect.port)

@@ -56,10 +56,10 @@ class EmbeddedCluster:
         record = self._records.pop(self._nodes[index].name)
         processes.stop(dataclasses.replace(record, stop_signal=signal.SIGKILL), timeout_s=5)
 
-    def restart(self, index: int) -> None:
+    async def restart(self, index: int) -> None:
         """Start node ``index`` again on its ``nodes.conf``; returns once every slot is served."""
         self._spawn(self._nodes[index])
-        asyncio.run(self.wait_until_serving())
+        await self.wait_until_serving()
 
     def stop(self) -> None:
         for record in self._records.values():
