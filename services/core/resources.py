@@ -18,8 +18,10 @@ import asyncpg
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from fastapi import Depends, Request
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
 
 from services.core.autopipeline import AutoPipeline
 from services.core.cluster import ClusterAutoPipeline, RedisClient, cluster_client
@@ -107,6 +109,7 @@ async def open_redis(settings: CoreSettings) -> AsyncIterator[RedisClient]:
             max_connections=settings.redis_max_connections,
             retries=3,  # redis-py's default: after a node failed, ask again on the refreshed slot map
         )
+        await _load_slot_map(client)
     else:
         client = aioredis.Redis.from_url(
             settings.redis_url,
@@ -150,6 +153,16 @@ async def open_bounded_redis(settings: CoreSettings, *, budget_s: float) -> Asyn
     finally:
         await client.aclose()
         await pool.aclose()
+
+
+async def _load_slot_map(client: RedisCluster) -> None:
+    """Load the slot map at start-up: redis-py's cluster pub/sub looks a channel's node up in it
+    without loading it first (a KeyError, not a RedisError, on a fresh client). A cluster that is
+    down does not stop the service from starting; the first command loads the map then."""
+    try:
+        await client.initialize()
+    except (aioredis.RedisError, RedisClusterException) as exc:
+        logger.warning("redis_cluster_unavailable_at_start error=%r", exc)
 
 
 def command_pipeline(settings: CoreSettings, *, timeout_s: float) -> CommandPipeline:
