@@ -18,6 +18,9 @@ DEFAULT_REDIS_PORT = 16379
 DEFAULT_KAFKA_PORT = 19092
 
 
+RedisMode = Literal["standalone", "cluster"]
+
+
 class CoreSettings(BaseSettings):
     """Where the infrastructure is and how every service talks to it.
 
@@ -31,7 +34,7 @@ class CoreSettings(BaseSettings):
     redis_url: str = f"redis://127.0.0.1:{DEFAULT_REDIS_PORT}/0"
     # "cluster": ``redis_url`` names one node of a Redis Cluster and every client follows the slot
     # map from there (MOVED, ASK); the embedded lab then runs three primaries. See services/core/cluster.py.
-    redis_mode: Literal["standalone", "cluster"] = "standalone"
+    redis_mode: RedisMode = "standalone"
     kafka_bootstrap: str = f"127.0.0.1:{DEFAULT_KAFKA_PORT}"
 
     pg_pool_min_size: int = Field(default=1, ge=0)
