@@ -23,12 +23,14 @@ class InfraEndpoints:
 
     def as_env(self) -> dict[str, str]:
         """The settings every service process needs to find the infrastructure."""
-        return {
+        env = {
             "LAB_POSTGRES_URL": self.postgres_url,
             "LAB_REDIS_URL": self.redis_url,
-            "LAB_REDIS_MODE": self.redis_mode,
             "LAB_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
         }
+        if self.redis_mode != "standalone":  # the default needs no saying
+            env["LAB_REDIS_MODE"] = self.redis_mode
+        return env
 
 
 @dataclass(frozen=True)
