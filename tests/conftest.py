@@ -71,8 +71,8 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded
 
 @pytest.fixture(scope="session")
 def infra(request: pytest.FixtureRequest, lab_infra: InfraEndpoints) -> InfraEndpoints:
-    """The session's servers; with ``parametrize("infra", REDIS_MODES, indirect=True)``, Redis as
-    one server or as the embedded cluster (tests/support/cluster.py)."""
+    """The session's servers; parametrized (``ON_EACH_REDIS_MODE`` in tests/support/cluster.py), Redis
+    as one server or as the embedded cluster."""
     if getattr(request, "param", "standalone") == "standalone":
         return lab_infra
     cluster: EmbeddedCluster = request.getfixturevalue("redis_cluster")

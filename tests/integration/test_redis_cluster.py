@@ -30,7 +30,7 @@ from services.ratelimit.combined import CombinedQuota, KeyNaming, log_key
 from services.ratelimit.hardened import FailurePolicy
 from services.ratelimit.ports import BackendError, Policy
 from services.ratelimit.settings import RateLimitSettings
-from tests.support.cluster import REDIS_MODES, EmbeddedCluster
+from tests.support.cluster import ON_EACH_REDIS_MODE, EmbeddedCluster
 from tests.support.ratelimit import fire, run_limiter
 from tests.support.servers import run_app
 from tests.support.shortener import APP, FAST_ENV, Call, create, send_all
@@ -134,7 +134,7 @@ def _spread_identity(unique_id: str) -> str:
     raise AssertionError("no identity with logs on two slots")
 
 
-@pytest.mark.parametrize("infra", REDIS_MODES, indirect=True)
+@ON_EACH_REDIS_MODE
 @pytest.mark.parametrize("naming", ["untagged", "hash-tagged"])
 async def test_a_check_across_slots_fails_on_the_cluster_and_fail_open_admits_the_whole_burst(
     infra: InfraEndpoints, naming: KeyNaming, unique_id: str

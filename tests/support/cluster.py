@@ -1,7 +1,7 @@
 """The embedded Valkey Cluster for tests: its three nodes only (built by the lab's own embedded infra),
 next to the session's single-server lab, whose PostgreSQL and broker the cluster tests share.
 
-Tests that must hold on both run with ``@pytest.mark.parametrize("infra", REDIS_MODES, indirect=True)``:
+Tests that must hold on both are marked ``ON_EACH_REDIS_MODE`` (or ``on_each_redis_mode(...)``):
 ``infra`` (and every fixture built on it: ``infra_env``, ``redis_client``, ``pg``) is then the
 session's servers with Redis as one Valkey, then as the cluster. The cluster starts once, when the
 first such test asks for it.
@@ -13,7 +13,11 @@ import asyncio
 import dataclasses
 import os
 import signal
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from services.lab import processes
 from services.lab.components import Component
@@ -24,6 +28,20 @@ from services.lab.processes import ProcessRecord
 from services.lab.settings import LabSettings
 
 REDIS_MODES = ("standalone", "cluster")
+ON_EACH_REDIS_MODE = pytest.mark.parametrize("infra", REDIS_MODES, indirect=True)
+
+
+def on_each_redis_mode(
+    name: str, values: Iterable[object], *, on_cluster: Callable[[Any], bool]
+) -> pytest.MarkDecorator:
+    """Parametrize ``name`` over ``values`` on one server, and the values ``on_cluster`` picks (those
+    whose code talks to Redis) on the cluster too: the cluster costs each case a second run."""
+    cases = [
+        (value, mode) for value in values for mode in REDIS_MODES if mode == "standalone" or on_cluster(value)
+    ]
+    return pytest.mark.parametrize((name, "infra"), cases, indirect=["infra"])
+
+
 _STARTUP_TIMEOUT_S = 30.0
 
 
