@@ -15,6 +15,7 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.core.settings import RedisMode
 from services.lab.infra import InfraEndpoints
 from services.lab.settings import LabSettings
 from services.lab.state import LabState
@@ -67,12 +68,15 @@ def _git_commit() -> str:
 
 
 @contextmanager
-def private_infra(state_dir: Path) -> Iterator[InfraEndpoints]:
-    """Embedded servers of the benchmark's own, on free ports, stopped afterwards.
+def private_infra(state_dir: Path, *, redis_mode: RedisMode | None = None) -> Iterator[InfraEndpoints]:
+    """Embedded servers of the benchmark's own, on free ports, stopped afterwards; Redis as
+    ``redis_mode`` says (by default as ``LAB_REDIS_MODE`` does).
 
     PostgreSQL keeps its default durability settings: benchmarks measure what users would run.
     """
     settings = LabSettings(infra="embedded", state_dir=state_dir, postgres_port=0, redis_port=0, kafka_port=0)
+    if redis_mode is not None:
+        settings = settings.model_copy(update={"redis_mode": redis_mode})
     supervisor = Supervisor(settings, services=(), workers=())
     report = supervisor.up()
     try:

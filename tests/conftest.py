@@ -15,10 +15,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
+from services.core.cluster import RedisClient
 from services.lab.infra import InfraEndpoints
 from services.lab.settings import LabSettings
 from services.lab.supervisor import Supervisor
+from tests.support.cluster import EmbeddedCluster
 
 # Durability costs time and proves nothing the tests check; the benchmarks keep PostgreSQL's defaults.
 TEST_POSTGRES_OPTIONS = {
@@ -47,13 +50,33 @@ def lab_settings(tmp_path_factory: pytest.TempPathFactory) -> LabSettings:
 
 
 @pytest.fixture(scope="session")
-def infra(lab_settings: LabSettings) -> Iterator[InfraEndpoints]:
+def lab_infra(lab_settings: LabSettings) -> Iterator[InfraEndpoints]:
     supervisor = Supervisor(lab_settings, services=(), workers=())
     report = supervisor.up()
     try:
         yield report.endpoints
     finally:
         supervisor.down()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCluster]:
+    cluster = EmbeddedCluster(tmp_path_factory.mktemp("cluster"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def infra(request: pytest.FixtureRequest, lab_infra: InfraEndpoints) -> InfraEndpoints:
+    """The session's servers; parametrized (``ON_EACH_REDIS_MODE`` in tests/support/cluster.py), Redis
+    as one server or as the embedded cluster."""
+    if getattr(request, "param", "standalone") == "standalone":
+        return lab_infra
+    cluster: EmbeddedCluster = request.getfixturevalue("redis_cluster")
+    return cluster.endpoints_with(lab_infra)
 
 
 @pytest.fixture
@@ -72,8 +95,12 @@ async def pg(infra: InfraEndpoints) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-async def redis_client(infra: InfraEndpoints) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(infra.redis_url)
+async def redis_client(infra: InfraEndpoints) -> AsyncIterator[RedisClient]:
+    client: RedisClient
+    if infra.redis_mode == "cluster":
+        client = RedisCluster.from_url(infra.redis_url)
+    else:
+        client = aioredis.Redis.from_url(infra.redis_url)
     await client.flushdb()
     try:
         yield client

@@ -35,6 +35,7 @@ unknown, and the caller knows best what to do.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ssl
 from collections import deque
 from contextlib import suppress
@@ -55,8 +56,8 @@ class AutoPipeline:
     """Commands for the Redis server at ``url`` (``redis://`` or ``rediss://``, with the user,
     password and database it names), each answered within ``timeout_s``."""
 
-    def __init__(self, url: str, *, timeout_s: float) -> None:
-        self._address = RedisAddress.parse(url)
+    def __init__(self, url: str | RedisAddress, *, timeout_s: float) -> None:
+        self._address = url if isinstance(url, RedisAddress) else RedisAddress.parse(url)
         self._timeout_s = timeout_s
         self._queued: list[Queued] = []
         self._connection: _Connection | None = None
@@ -162,6 +163,10 @@ class RedisAddress:
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
         )
+
+    def at(self, host: str, port: int) -> RedisAddress:
+        """Another server reached the same way (a cluster's other nodes)."""
+        return dataclasses.replace(self, host=host, port=port)
 
     def greeting(self) -> list[tuple[RedisArg, ...]]:
         """The commands a new connection sends before any other."""

@@ -11,19 +11,40 @@ import importlib.resources
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated
+from types import TracebackType
+from typing import Annotated, Protocol, Self
 
 import asyncpg
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from fastapi import Depends, Request
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
 
 from services.core.autopipeline import AutoPipeline
+from services.core.cluster import ClusterAutoPipeline, RedisClient, cluster_client
+from services.core.lua import RedisCommands
 from services.core.settings import CoreSettings
 
 logger = logging.getLogger(__name__)
+
+
+class CommandPipeline(RedisCommands, Protocol):
+    """Where a request's hot-path commands go: an :class:`AutoPipeline` (multiplexed on one
+    connection) on a single server, :class:`ClusterAutoPipeline` on a cluster."""
+
+    async def connect(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
 
 HealthCheck = Callable[[], Awaitable[None]]
 """An awaitable that returns when a dependency answers and raises when it does not."""
@@ -79,13 +100,23 @@ async def _ensure_schema(url: str, schema: str) -> None:
 
 
 @asynccontextmanager
-async def open_redis(settings: CoreSettings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(
-        settings.redis_url,
-        max_connections=settings.redis_max_connections,
-        socket_timeout=settings.redis_socket_timeout_s,
-        socket_connect_timeout=settings.redis_socket_timeout_s,
-    )
+async def open_redis(settings: CoreSettings) -> AsyncIterator[RedisClient]:
+    client: RedisClient
+    if settings.redis_mode == "cluster":
+        client = cluster_client(
+            settings.redis_url,
+            timeout_s=settings.redis_socket_timeout_s,
+            max_connections=settings.redis_max_connections,
+            retries=3,  # redis-py's default: after a node failed, ask again on the refreshed slot map
+        )
+        await _load_slot_map(client)
+    else:
+        client = aioredis.Redis.from_url(
+            settings.redis_url,
+            max_connections=settings.redis_max_connections,
+            socket_timeout=settings.redis_socket_timeout_s,
+            socket_connect_timeout=settings.redis_socket_timeout_s,
+        )
     try:
         yield client
     finally:
@@ -93,10 +124,21 @@ async def open_redis(settings: CoreSettings) -> AsyncIterator[aioredis.Redis]:
 
 
 @asynccontextmanager
-async def open_bounded_redis(settings: CoreSettings, *, budget_s: float) -> AsyncIterator[aioredis.Redis]:
+async def open_bounded_redis(settings: CoreSettings, *, budget_s: float) -> AsyncIterator[RedisClient]:
     """A client for Redis on a request's path where a slow answer is as bad as none (a rate limiter,
     a sold-out gate): every wait is bounded by ``budget_s``, the connect, the read and the wait for
-    a pooled connection alike, and nothing is retried (a retry would spend the budget twice)."""
+    a pooled connection alike, and nothing is retried (a retry would spend the budget twice).
+    On a cluster a node's pool does not wait for a free connection: past its size a command fails
+    at once, which the budget allows."""
+    if settings.redis_mode == "cluster":
+        cluster = cluster_client(
+            settings.redis_url, timeout_s=budget_s, max_connections=settings.redis_max_connections, retries=0
+        )
+        try:
+            yield cluster
+        finally:
+            await cluster.aclose()
+        return
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=settings.redis_max_connections,
@@ -111,6 +153,24 @@ async def open_bounded_redis(settings: CoreSettings, *, budget_s: float) -> Asyn
     finally:
         await client.aclose()
         await pool.aclose()
+
+
+async def _load_slot_map(client: RedisCluster) -> None:
+    """Load the slot map at start-up: redis-py's cluster pub/sub looks a channel's node up in it
+    without loading it first (a KeyError, not a RedisError, on a fresh client). A cluster that is
+    down does not stop the service from starting; the first command loads the map then."""
+    try:
+        await client.initialize()
+    except (aioredis.RedisError, RedisClusterException) as exc:
+        logger.warning("redis_cluster_unavailable_at_start error=%r", exc)
+
+
+def command_pipeline(settings: CoreSettings, *, timeout_s: float) -> CommandPipeline:
+    """The hot path's commands, each answered within ``timeout_s``: auto-pipelined on one
+    connection to a single server, or on one connection per primary of a cluster."""
+    if settings.redis_mode == "cluster":
+        return ClusterAutoPipeline(settings.redis_url, timeout_s=timeout_s)
+    return AutoPipeline(settings.redis_url, timeout_s=timeout_s)
 
 
 @asynccontextmanager
@@ -136,14 +196,14 @@ def postgres_check(pool: asyncpg.Pool) -> HealthCheck:
     return check
 
 
-def redis_check(client: aioredis.Redis) -> HealthCheck:
+def redis_check(client: RedisClient) -> HealthCheck:
     async def check() -> None:
         await client.ping()
 
     return check
 
 
-async def connect_early(pipeline: AutoPipeline) -> None:
+async def connect_early(pipeline: CommandPipeline) -> None:
     """Open the pipeline's connection at start-up; a Redis that is down then does not stop the
     service from starting (it connects with the first command that finds Redis back)."""
     try:
@@ -152,7 +212,7 @@ async def connect_early(pipeline: AutoPipeline) -> None:
         logger.warning("redis_unavailable_at_start error=%r", exc)
 
 
-def pipeline_check(pipeline: AutoPipeline) -> HealthCheck:
+def pipeline_check(pipeline: CommandPipeline) -> HealthCheck:
     """Redis as the requests reach it: through the auto-pipeline's connection."""
 
     async def check() -> None:

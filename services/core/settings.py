@@ -6,6 +6,8 @@ Each design extends :class:`CoreSettings` with its own knobs. Nothing here is re
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -14,6 +16,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_POSTGRES_PORT = 15432
 DEFAULT_REDIS_PORT = 16379
 DEFAULT_KAFKA_PORT = 19092
+
+
+RedisMode = Literal["standalone", "cluster"]
 
 
 class CoreSettings(BaseSettings):
@@ -27,6 +32,9 @@ class CoreSettings(BaseSettings):
 
     postgres_url: str = f"postgresql://postgres@127.0.0.1:{DEFAULT_POSTGRES_PORT}/postgres"
     redis_url: str = f"redis://127.0.0.1:{DEFAULT_REDIS_PORT}/0"
+    # "cluster": ``redis_url`` names one node of a Redis Cluster and every client follows the slot
+    # map from there (MOVED, ASK); the embedded lab then runs three primaries. See services/core/cluster.py.
+    redis_mode: RedisMode = "standalone"
     kafka_bootstrap: str = f"127.0.0.1:{DEFAULT_KAFKA_PORT}"
 
     pg_pool_min_size: int = Field(default=1, ge=0)

@@ -108,6 +108,8 @@ def _status_table(snapshot: dict[str, Any]) -> Table:
         table.add_column(column)
     for name, server in snapshot["infra"].items():
         where = server.get("url") or server.get("bootstrap") or "-"
+        if "slots" in server:  # a node of the embedded Valkey Cluster
+            where += f" slots {server['slots']} ({server['cluster_state']})"
         table.add_row(name, where, _mark(server["healthy"]), _pid_list(server.get("pids", [])))
     for service in snapshot["services"]:
         name = f"{service['design']} {service['variant']}"

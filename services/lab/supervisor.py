@@ -24,6 +24,7 @@ from services.lab import processes, registry
 from services.lab.components import Component, ComponentKind
 from services.lab.infra import Broker, Infra, InfraEndpoints, select_infra
 from services.lab.infra.probes import probe_http, probe_kafka, probe_postgres, probe_redis
+from services.lab.infra.valkey_cluster import ClusterNode, node_name, node_status
 from services.lab.processes import ProcessRecord
 from services.lab.settings import LabSettings, env_name
 from services.lab.state import LabState, exclusive
@@ -345,7 +346,7 @@ class Supervisor:
             }
         postgres, redis, kafka = await asyncio.gather(
             probe_postgres(endpoints.postgres_url, timeout_s=1.0),
-            probe_redis(endpoints.redis_url, timeout_s=1.0),
+            self._redis_status(endpoints, state),
             probe_kafka(endpoints.kafka_bootstrap, timeout_s=2.0),
         )
         return {
@@ -354,12 +355,24 @@ class Supervisor:
                 "healthy": postgres,
                 "pids": _pids(state, "postgres"),
             },
-            "redis": {"url": endpoints.redis_url, "healthy": redis, "pids": _pids(state, "redis")},
+            **redis,
             "kafka": {
                 "bootstrap": endpoints.kafka_bootstrap,
                 "healthy": kafka,
                 "pids": _pids(state, "kafka"),
             },
+        }
+
+    async def _redis_status(self, endpoints: InfraEndpoints, state: LabState) -> dict[str, Any]:
+        """One server, or each node of the embedded cluster with the slots it serves."""
+        if not endpoints.redis_nodes:
+            healthy = await probe_redis(endpoints.redis_url, timeout_s=1.0)
+            return {"redis": {"url": endpoints.redis_url, "healthy": healthy, "pids": _pids(state, "redis")}}
+        nodes = [ClusterNode.from_url(url) for url in endpoints.redis_nodes]
+        statuses = await asyncio.gather(*(node_status(node, timeout_s=1.0) for node in nodes))
+        return {
+            node_name(index): {"url": node.url, **status, "pids": _pids(state, node_name(index))}
+            for index, (node, status) in enumerate(zip(nodes, statuses, strict=True))
         }
 
     async def _services_status(self, state: LabState) -> list[dict[str, Any]]:

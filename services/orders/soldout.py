@@ -33,8 +33,14 @@ import asyncpg
 import redis.asyncio as aioredis
 from prometheus_client import Counter
 
-from services.core.autopipeline import AutoPipeline
-from services.core.resources import connect_early, open_bounded_redis, read_resource
+from services.core.cluster import RedisClient
+from services.core.resources import (
+    CommandPipeline,
+    command_pipeline,
+    connect_early,
+    open_bounded_redis,
+    read_resource,
+)
 from services.orders.errors import SoldOutGateUnavailable
 from services.orders.ports import PlaceOrder
 from services.orders.settings import OrdersSettings
@@ -118,7 +124,7 @@ class RedisSoldOutGate:
     field per winning (customer, key)."""
 
     def __init__(
-        self, redis: aioredis.Redis, pool: asyncpg.Pool, *, checks: AutoPipeline, ttl_s: float
+        self, redis: RedisClient, pool: asyncpg.Pool, *, checks: CommandPipeline, ttl_s: float
     ) -> None:
         self._redis = redis
         # A flash sale is a spike: thousands of checks at once. Auto-pipelined, the checks of one
@@ -209,14 +215,14 @@ async def open_sold_out_gate(settings: OrdersSettings, pool: asyncpg.Pool) -> As
         yield RedisSoldOutGate(redis, pool, checks=checks, ttl_s=settings.orders_sold_out_gate_ttl_s)
 
 
-def open_gate_redis(settings: OrdersSettings) -> AbstractAsyncContextManager[aioredis.Redis]:
+def open_gate_redis(settings: OrdersSettings) -> AbstractAsyncContextManager[RedisClient]:
     """A client whose every wait is bounded by the gate's budget."""
     return open_bounded_redis(settings, budget_s=_gate_budget_s(settings))
 
 
-def open_gate_checks(settings: OrdersSettings) -> AutoPipeline:
+def open_gate_checks(settings: OrdersSettings) -> CommandPipeline:
     """The checks' auto-pipeline, its connect and every batch bounded by the gate's budget."""
-    return AutoPipeline(settings.redis_url, timeout_s=_gate_budget_s(settings))
+    return command_pipeline(settings, timeout_s=_gate_budget_s(settings))
 
 
 def _gate_budget_s(settings: OrdersSettings) -> float:

@@ -11,9 +11,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI
 
 from services.core.app import build_app, variant_wiring
-from services.core.autopipeline import AutoPipeline
 from services.core.health import register_health_check
-from services.core.resources import connect_early, pipeline_check
+from services.core.resources import CommandPipeline, command_pipeline, connect_early, pipeline_check
 from services.ratelimit import api
 from services.ratelimit.errors import ERRORS
 from services.ratelimit.hardened import FailurePolicy, RedisSlidingWindow, ShedWhenBusy
@@ -42,9 +41,10 @@ async def open_hardened_limiter(app: FastAPI, settings: RateLimitSettings) -> As
         yield ShedWhenBusy(guarded, max_in_flight=settings.ratelimit_max_in_flight)
 
 
-def limiter_checks(settings: RateLimitSettings) -> AutoPipeline:
-    """The checks' one multiplexed connection, every batch bounded by the limiter's budget."""
-    return AutoPipeline(settings.redis_url, timeout_s=settings.ratelimit_redis_timeout_ms / 1000)
+def limiter_checks(settings: RateLimitSettings) -> CommandPipeline:
+    """The checks' one multiplexed connection (a cluster client on a cluster), every batch bounded
+    by the limiter's budget."""
+    return command_pipeline(settings, timeout_s=settings.ratelimit_redis_timeout_ms / 1000)
 
 
 VARIANTS: dict[str, OpenLimiter] = {"naive": open_naive_limiter, "hardened": open_hardened_limiter}

@@ -13,10 +13,16 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from fastapi import FastAPI
 
 from services.core.app import build_app, open_service_pool, variant_wiring
-from services.core.autopipeline import AutoPipeline
 from services.core.background import background
 from services.core.health import register_health_check
-from services.core.resources import apply_schema, connect_early, open_redis, read_resource, redis_check
+from services.core.resources import (
+    apply_schema,
+    command_pipeline,
+    connect_early,
+    open_redis,
+    read_resource,
+    redis_check,
+)
 from services.shortener import api
 from services.shortener.clicks import flush_on_shutdown, keep_flushing
 from services.shortener.errors import ERRORS
@@ -57,7 +63,7 @@ async def open_hardened_adapters(wiring: Wiring) -> AsyncIterator[Adapters]:
         redis = await stack.enter_async_context(open_redis(settings))
         register_health_check(wiring.app, name="redis", check=redis_check(redis))
         pipeline = await stack.enter_async_context(
-            AutoPipeline(settings.redis_url, timeout_s=settings.shortener_cache_timeout_ms / 1000)
+            command_pipeline(settings, timeout_s=settings.shortener_cache_timeout_ms / 1000)
         )
         await connect_early(pipeline)
         for sql in ("keypool.sql", "clicks.sql"):

@@ -33,11 +33,10 @@ from collections import Counter, deque
 from datetime import datetime
 
 import asyncpg
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from services.core.autopipeline import AutoPipeline
-from services.core.resources import read_resource
+from services.core.cluster import RedisClient
+from services.core.resources import CommandPipeline, read_resource
 from services.shortener.cache import MISS, Miss, decode_entry, encode_entry
 from services.shortener.clicks import ClickBatch, write_batch
 from services.shortener.errors import CodeSpaceExhausted
@@ -113,12 +112,12 @@ class CachedRedirects:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         links: PostgresLinks,
         *,
         prefix: str,
         settings: ShortenerSettings,
-        pipeline: AutoPipeline,
+        pipeline: CommandPipeline,
         clicks: ClickCounter,
         hot: HotKeyCache | None = None,
     ) -> None:

@@ -14,10 +14,10 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from services.core.background import background
+from services.core.cluster import RedisClient
 from services.shortener.links import Target
 from services.shortener.settings import ShortenerSettings
 
@@ -61,7 +61,7 @@ class HotKeyCache:
         self._entries.clear()
 
 
-async def listen_for_invalidations(redis: aioredis.Redis, *, channel: str, cache: HotKeyCache) -> None:
+async def listen_for_invalidations(redis: RedisClient, *, channel: str, cache: HotKeyCache) -> None:
     """Drop every code published on ``channel``; runs for the life of the app."""
     while True:
         try:
@@ -82,7 +82,7 @@ def _text(value: bytes | str) -> str:
 
 @asynccontextmanager
 async def open_hot_cache(
-    redis: aioredis.Redis, *, prefix: str, settings: ShortenerSettings
+    redis: RedisClient, *, prefix: str, settings: ShortenerSettings
 ) -> AsyncIterator[HotKeyCache | None]:
     """The cache when ``LAB_SHORTENER_HOT_CACHE_TTL_MS`` is set (``None`` otherwise), and the listener
     that drops what other replicas delete, for as long as the block lasts."""

@@ -15,12 +15,13 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
 from loadtests.environment import counter
+from services.core.cluster import RedisClient
 from services.core.resources import read_resource
 from services.lab.infra import InfraEndpoints
 from services.orders.soldout import gate_key, sale_token
+from tests.support.cluster import ON_EACH_REDIS_MODE
 from tests.support.orders import OrdersLab, buy, open_sale, place_order, run_orders_lab
 
 pytestmark = pytest.mark.integration
@@ -64,6 +65,7 @@ async def stored_keys(pg: asyncpg.Connection, sku: str) -> int:
     return int(await pg.fetchval("SELECT count(*) FROM orders_hardened.idempotency_keys WHERE sku = $1", sku))
 
 
+@ON_EACH_REDIS_MODE
 async def test_after_the_sell_out_buyers_are_turned_away_without_postgresql(
     client: httpx.AsyncClient, sku: str, pg: asyncpg.Connection
 ) -> None:
@@ -82,6 +84,7 @@ async def test_after_the_sell_out_buyers_are_turned_away_without_postgresql(
     assert await stored_keys(pg, sku) == keys_before
 
 
+@ON_EACH_REDIS_MODE
 async def test_a_retry_of_an_order_that_succeeded_still_gets_its_201(
     client: httpx.AsyncClient, sku: str
 ) -> None:
@@ -100,6 +103,7 @@ async def test_a_retry_of_an_order_that_succeeded_still_gets_its_201(
     assert gate_answers(client) == answered_before + 1  # the stranger only
 
 
+@ON_EACH_REDIS_MODE
 async def test_opening_the_sale_again_clears_the_gate(client: httpx.AsyncClient, sku: str) -> None:
     await sell_out(client, sku, stock=1)
     turned_away = await buy(client, sku, "x")
@@ -116,8 +120,9 @@ async def test_opening_the_sale_again_clears_the_gate(client: httpx.AsyncClient,
     assert gate_answers(client) == answered_before + 1  # the second sale's gate: "v"
 
 
+@ON_EACH_REDIS_MODE
 async def test_a_late_mark_from_an_earlier_sale_leaves_the_reopened_sale_open(
-    client: httpx.AsyncClient, sku: str, pg: asyncpg.Connection, redis_client: aioredis.Redis
+    client: httpx.AsyncClient, sku: str, pg: asyncpg.Connection, redis_client: RedisClient
 ) -> None:
     await open_sale(client, sku=sku, stock=1)
     earlier = sale_token(
@@ -138,6 +143,7 @@ async def test_a_late_mark_from_an_earlier_sale_leaves_the_reopened_sale_open(
     assert (await buy(client, sku, "a")).status_code == 201
 
 
+@ON_EACH_REDIS_MODE
 async def test_an_order_larger_than_the_stock_left_does_not_close_the_sale(
     client: httpx.AsyncClient, sku: str
 ) -> None:

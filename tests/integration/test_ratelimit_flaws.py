@@ -20,6 +20,7 @@ import pytest
 from loadtests.designs import most_in_any_window
 from services.lab.infra import InfraEndpoints
 from services.ratelimit.settings import RateLimitSettings
+from tests.support.cluster import on_each_redis_mode
 from tests.support.ratelimit import degraded_checks, fire, run_limiter
 
 pytestmark = pytest.mark.integration
@@ -54,7 +55,7 @@ async def _burst(tmp_path: Path, infra: InfraEndpoints, variant: str, *, size: i
     )
 
 
-@pytest.mark.parametrize("size", [300, 1000])
+@on_each_redis_mode("size", [300, 1000], on_cluster=lambda size: size == 1000)
 @pytest.mark.parametrize("algorithm", ["sliding-log", "sliding-counter"])
 async def test_hardened_admits_exactly_the_limit_under_a_burst_at_its_defaults(
     tmp_path: Path, infra: InfraEndpoints, algorithm: str, size: int

@@ -20,6 +20,7 @@ from services.shortener.clicks import FLUSH_LOCK
 from services.shortener.hardened import ClickTally
 from services.shortener.repository import PostgresLinks
 from services.shortener.settings import ShortenerSettings
+from tests.support.cluster import on_each_redis_mode
 from tests.support.servers import run_app
 from tests.support.shortener import (
     APP,
@@ -50,7 +51,7 @@ async def _stored_clicks(pg: asyncpg.Connection, variant: str, code: str, *, exp
     return stored
 
 
-@pytest.mark.parametrize("config", list(CONFIGS))
+@on_each_redis_mode("config", CONFIGS, on_cluster=lambda config: config != "naive")  # naive: no Redis
 async def test_1000_redirects_are_1000_clicks(
     config: str, infra_env: dict[str, str], pg: asyncpg.Connection, tmp_path: Path
 ) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cluster import on_each_redis_mode
 from tests.support.shortener import CONFIGS, FAST_ENV, Call, Reply, create, replicas, send_all, total
 
 pytestmark = pytest.mark.integration
@@ -34,7 +35,7 @@ async def _until_all_gone(url: str, calls: list[Call], *, within_s: float) -> li
         await asyncio.sleep(0.02)
 
 
-@pytest.mark.parametrize("config", list(CONFIGS))
+@on_each_redis_mode("config", CONFIGS, on_cluster=lambda config: config != "naive")  # naive: no Redis
 async def test_a_deleted_link_is_gone_on_every_replica(
     config: str, infra_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cluster import on_each_redis_mode
 from tests.support.shortener import FAST_ENV, Call, create, replicas, send_all, total
 
 pytestmark = pytest.mark.integration
@@ -20,7 +21,7 @@ REQUESTS = 200
 EXPECTED_DB_READS = {"naive": REQUESTS, "hardened": 1}
 
 
-@pytest.mark.parametrize("variant", ["naive", "hardened"])
+@on_each_redis_mode("variant", ["naive", "hardened"], on_cluster=lambda variant: variant == "hardened")
 @pytest.mark.parametrize(("existing", "status"), [(True, 302), (False, 404)], ids=["link", "unknown-code"])
 async def test_concurrent_first_requests_read_the_database(
     variant: str, existing: bool, status: int, infra_env: dict[str, str], tmp_path: Path, unique_id: str

@@ -10,6 +10,11 @@ from services.lab.settings import LabSettings
 
 def select_infra(settings: LabSettings, *, recorded_ports: Mapping[str, int] | None = None) -> Infra:
     """The provider ``settings.infra`` names."""
+    if settings.redis_mode == "cluster" and settings.infra in ("compose", "containers"):
+        raise InfraError(
+            f"LAB_REDIS_MODE=cluster runs with LAB_INFRA=embedded (three Valkey primaries) or external "
+            f"(LAB_REDIS_URL names a node of your cluster); {settings.infra} runs a single Valkey"
+        )
     if settings.infra == "embedded":
         from services.lab.infra.embedded import EmbeddedInfra
 

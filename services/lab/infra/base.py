@@ -17,14 +17,20 @@ class InfraEndpoints:
     postgres_url: str
     redis_url: str
     kafka_bootstrap: str
+    # "cluster": ``redis_url`` is one node of a Redis Cluster, ``redis_nodes`` every node the lab runs.
+    redis_mode: str = "standalone"
+    redis_nodes: tuple[str, ...] = ()
 
     def as_env(self) -> dict[str, str]:
         """The settings every service process needs to find the infrastructure."""
-        return {
+        env = {
             "LAB_POSTGRES_URL": self.postgres_url,
             "LAB_REDIS_URL": self.redis_url,
             "LAB_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
         }
+        if self.redis_mode != "standalone":  # the default needs no saying
+            env["LAB_REDIS_MODE"] = self.redis_mode
+        return env
 
 
 @dataclass(frozen=True)

