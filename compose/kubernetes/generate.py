@@ -54,6 +54,8 @@ CONFIGMAP_NAME = "lab-settings"
 # Where things are inside the cluster: the Services of base/ (the same names compose uses).
 TOPOLOGY = {
     "LAB_REDIS_URL": "redis://valkey:6379/0",
+    # The Valkey of base/ is a cluster: the services speak to it through cluster clients.
+    "LAB_REDIS_MODE": "cluster",
     "LAB_KAFKA_BOOTSTRAP": "kafka:9092",
     # Real Kafka supports idempotent producers (the embedded broker does not).
     "LAB_KAFKA_ENABLE_IDEMPOTENCE": "true",
