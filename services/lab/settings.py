@@ -54,6 +54,10 @@ class LabSettings(CoreSettings):
     orders_naive_port: Port = 8301
     orders_hardened_port: Port = 8302
     inventory_port: Port = 8303
+    # A learner's own variants, started only once `lab exercise start DESIGN` has scaffolded them.
+    shortener_mine_port: Port = 8103
+    ratelimit_mine_port: Port = 8203
+    orders_mine_port: Port = 8305
     payment_gateway_port: Port = 8304
 
     def port_of(self, field: str) -> int:

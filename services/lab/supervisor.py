@@ -8,6 +8,7 @@ started, so a failed ``lab up`` never leaves a half-started lab behind.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import secrets
@@ -74,7 +75,7 @@ class Supervisor:
         report: Callable[[str], None] = _silent,
     ) -> None:
         self.settings = settings
-        self.services = services
+        self.services = [spec for spec in services if is_present(spec)]
         self.workers = workers
         self._report = report
         self._state_dir = settings.state_dir
@@ -402,6 +403,18 @@ def uvicorn_argv(*, host: str, port: int, workers: int) -> tuple[str, ...]:
 
 def serve_env(app_factory: str, variant: str) -> dict[str, str]:
     return {"LAB_SERVE_FACTORY": app_factory, "LAB_SERVE_VARIANT": variant}
+
+
+def is_present(spec: registry.ServiceSpec) -> bool:
+    """Whether the service's code exists: always, but for a learner's variant not yet scaffolded."""
+    if spec.learner_module is None:
+        return True
+    setting, default = spec.learner_module
+    module = os.environ.get(setting, default).partition(":")[0]
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _needs_no_broker(design: str) -> bool:
