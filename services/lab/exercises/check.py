@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from services.lab.standalone import AppDidNotStart
 from services.lab.supervisor import Supervisor
 
 VARIANTS = ("mine", "naive", "hardened")
+SERVER_PORTS = ("postgres_port", "redis_port", "kafka_port")
 
 
 class CheckInputError(ValueError):
@@ -71,9 +73,9 @@ async def preflight(plan: CheckPlan, ctx: CheckContext) -> None:
 def check_servers(settings: LabSettings) -> Iterator[tuple[Supervisor, CheckContext]]:
     """PostgreSQL, Redis and the broker of this check alone, stopped at the end."""
     state_dir = Path(tempfile.mkdtemp(prefix="check-", dir=_ensure(settings.state_dir)))
-    private = settings.model_copy(
-        update={"state_dir": state_dir, "postgres_port": 0, "redis_port": 0, "kafka_port": 0}
-    )
+    # Free ports, unless the learner named one (then a port in use is reported, not worked around).
+    ports = {f: getattr(settings, f) if f in settings.model_fields_set else 0 for f in SERVER_PORTS}
+    private = settings.model_copy(update={"state_dir": state_dir, **ports})
     supervisor = Supervisor(private, services=(), workers=())
     try:
         endpoints = supervisor.up().endpoints
@@ -89,6 +91,14 @@ def check_servers(settings: LabSettings) -> Iterator[tuple[Supervisor, CheckCont
         )
     finally:
         supervisor.down()
+        _keep_only_logs(state_dir)
+
+
+def _keep_only_logs(state_dir: Path) -> None:
+    """The servers' data is throwaway; the logs stay, for a stage that failed."""
+    for path in state_dir.iterdir():
+        if path.name != "logs":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _ensure(path: Path) -> Path:

@@ -2,7 +2,8 @@
 with the broker frozen and the relay killed, and the flash sale answered within the buyers' deadline.
 
 The flash sale (300 buyers of one unit, 50 units, arriving over 3 s; a client timeout of 0.15 s and
-one retry with the same key) runs once per check and three stages audit it.
+one retry with the same key) runs once per check and two stages audit it; the services it runs on
+serve the idempotency stage and the last stage's second sale too.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import signal
+import statistics
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 
 import asyncpg
@@ -50,8 +52,14 @@ PROFILE_ENV = {
 }
 WORKERS = ("relay:run", "consumers:run_payments", "consumers:run_notifications")
 SETTLE_S = 30.0
-# Buyers left without any answer on a shared 2-core machine: a scheduling hiccup may cost one or two.
-UNANSWERED_SHARE = 0.01
+# The last stage's buyers wait up to the bench's deadline (1 s), not the profile's 0.15 s, which is
+# short on purpose so that every naive buyer retries. Its bound is the median answer, below the
+# gateway's latency: a checkout that holds the buyer for the payment cannot meet it however fast the
+# machine, and one that does not meets it even when a 2-core machine shared with other work stretches
+# the tail past the deadline (the tail is reported, not graded: it measures the machine).
+BUYER_DEADLINE_S = 1.0
+GATEWAY_S = float(PROFILE_ENV["LAB_PAYMENT_GATEWAY_LATENCY_MS"]) / 1000
+MEDIAN_BOUND_S = 0.3
 OUTAGE_S = 3.0
 
 
@@ -87,38 +95,60 @@ class SaleRun:
     buyers: list[BuyerOutcome]
 
 
-async def the_flash_sale(ctx: CheckContext) -> SaleRun:
-    """The sale, run once per check and audited once it stopped changing."""
-    if "sale" not in ctx.memo:
-        ctx.memo["sale"] = await _run_sale(ctx)
-    run: SaleRun = ctx.memo["sale"]
+async def the_flash_sale(ctx: CheckContext, *, timeout_s: float = CLIENT_TIMEOUT_S) -> SaleRun:
+    """The sale with buyers who give up after ``timeout_s``, run once per check and audited once it
+    stopped changing."""
+    memo = f"sale-{timeout_s}"
+    if memo not in ctx.memo:
+        ctx.memo[memo] = await _run_sale(ctx, timeout_s=timeout_s)
+    run: SaleRun = ctx.memo[memo]
     return run
 
 
-async def _run_sale(ctx: CheckContext) -> SaleRun:
-    env = lab_env(ctx, **PROFILE_ENV)
+def sale_lab(ctx: CheckContext) -> tuple[OrdersLab, dict[str, str]]:
+    """The services and workers at the incident's profile, started once for the stages that use them."""
+    if "sale-lab" not in ctx.memo:
+        env = lab_env(ctx, **PROFILE_ENV)
+        lab = ctx.shared.enter_context(orders_lab(ctx, env))
+        ctx.shared.enter_context(workers(ctx, lab))
+        ctx.memo["sale-lab"] = (lab, env)
+    shared: tuple[OrdersLab, dict[str, str]] = ctx.memo["sale-lab"]
+    return shared
+
+
+async def _run_sale(ctx: CheckContext, *, timeout_s: float) -> SaleRun:
+    lab, env = sale_lab(ctx)
     sku = f"flash-{uuid.uuid4().hex[:8]}"
-    with orders_lab(ctx, env) as lab, workers(ctx, lab):
-        async with httpx.AsyncClient(base_url=lab.orders.url, timeout=30) as admin:
-            await open_sale(admin, sku=sku, stock=STOCK)
-        buyers = await flash_sale(
-            lab.orders.url, sku=sku, buyers=BUYERS, spread_s=SPREAD_S, timeout_s=CLIENT_TIMEOUT_S
-        )
-        audit = await settled_audit(ctx, env, sku)
+    async with httpx.AsyncClient(base_url=lab.orders.url, timeout=30) as admin:
+        await open_sale(admin, sku=sku, stock=STOCK)
+    buyers = await flash_sale(lab.orders.url, sku=sku, buyers=BUYERS, spread_s=SPREAD_S, timeout_s=timeout_s)
+    audit = await settled_audit(ctx, env, sku)
     return SaleRun(audit=audit, buyers=buyers)
 
 
-async def settled_audit(ctx: CheckContext, env: dict[str, str], sku: str) -> SaleAudit:
-    """The sale's audit once two in a row are alike with every order charged and published, or the last
-    one after :data:`SETTLE_S` (a variant that never settles is graded on what it did)."""
+def every_order_charged(audit: SaleAudit) -> bool:
+    return audit.charges >= audit.orders_committed
+
+
+def every_event_published(audit: SaleAudit) -> bool:
+    return audit.events_lost == 0
+
+
+async def settled_audit(
+    ctx: CheckContext,
+    env: dict[str, str],
+    sku: str,
+    *,
+    done: Callable[[SaleAudit], bool] = every_order_charged,
+) -> SaleAudit:
+    """The sale's audit once two in a row are alike and ``done`` holds, or the last one after
+    :data:`SETTLE_S` (a variant that never settles is graded on what it did)."""
     settings = settings_for(env)
     audits: list[SaleAudit] = []
 
     async def settled() -> bool:
         audits.append(await audit_sale(settings, variant=ctx.variant, sku=sku))
-        last = audits[-1]
-        done = last.charges >= last.orders_committed and last.events_lost == 0
-        return done and len(audits) > 1 and audits[-2] == last
+        return done(audits[-1]) and len(audits) > 1 and audits[-2] == audits[-1]
 
     await wait_until(settled, timeout_s=SETTLE_S, interval_s=1.0)
     return audits[-1]
@@ -138,25 +168,28 @@ async def no_double_charge(ctx: CheckContext) -> Measured:
     return exactly(audit.customers_charged_more_than_once, 0, detail)
 
 
-async def answered_within_the_deadline(ctx: CheckContext) -> Measured:
-    buyers = (await the_flash_sale(ctx)).buyers
-    unanswered = sum(all(s == "timeout" for s in b.statuses) for b in buyers)
-    bound = int(UNANSWERED_SHARE * BUYERS)
-    detail = f"buyers with no answer within {CLIENT_TIMEOUT_S:g}s in either attempt, of {BUYERS}"
-    return at_most(unanswered, bound, detail)
+async def answered_without_waiting_on_the_gateway(ctx: CheckContext) -> Measured:
+    """The same sale with buyers who wait up to the bench's deadline: the median first answer."""
+    buyers = (await the_flash_sale(ctx, timeout_s=BUYER_DEADLINE_S)).buyers
+    took = sorted(b.first_answer_s for b in buyers)
+    late = sum(b.statuses[0] == "timeout" for b in buyers)
+    detail = (
+        f"median first answer in s; p99 {took[int(0.99 * len(took))]:.3f}s, {late} of {BUYERS} buyers "
+        f"past their {BUYER_DEADLINE_S:g}s deadline; the gateway takes {GATEWAY_S:g}s"
+    )
+    return at_most(round(statistics.median(took), 3), MEDIAN_BOUND_S, detail)
 
 
 async def idempotency_semantics(ctx: CheckContext) -> Measured:
-    env = lab_env(ctx)
+    lab, env = sale_lab(ctx)
     sku = f"idem-{uuid.uuid4().hex[:8]}"
-    with orders_lab(ctx, env) as lab:
-        async with httpx.AsyncClient(base_url=lab.orders.url, timeout=10) as client:
-            await open_sale(client, sku=sku, stock=5)
-            broken = [
-                *(await _replay_and_reuse(client, sku)),
-                *(await _missing_key(client, sku)),
-                *(await _in_flight(client, ctx, env, sku)),
-            ]
+    async with httpx.AsyncClient(base_url=lab.orders.url, timeout=10) as client:
+        await open_sale(client, sku=sku, stock=5)
+        broken = [
+            *(await _replay_and_reuse(client, sku)),
+            *(await _missing_key(client, sku)),
+            *(await _in_flight(client, ctx, env, sku)),
+        ]
     return exactly(len(broken), 0, "; ".join(broken) or "replay, 422, 409 in flight, 400 all as specified")
 
 
@@ -229,7 +262,7 @@ async def no_lost_event(ctx: CheckContext) -> Measured:
                     processes.stop(dataclasses.replace(record, stop_signal=signal.SIGKILL), timeout_s=5)
             stack.enter_context(workers(ctx, lab, ("relay:run",)))
             statuses += await order_steadily(lab.orders.url, sku, seconds=1)
-            audit = await settled_audit(ctx, env, sku)
+            audit = await settled_audit(ctx, env, sku, done=every_event_published)
     detail = f"events lost of {audit.orders_committed} committed orders; answers {sorted(set(statuses))}"
     return exactly(audit.events_lost, 0, detail)
 
@@ -292,8 +325,9 @@ EXERCISE = Exercise(
         Stage(4, f"no lost event with the broker frozen ({OUTAGE_S:g}s) and the relay killed",
               "Publishing after the commit is a dual write. Write the event in the order's transaction "
               "(an outbox) and let the relay publish it, at least once.", no_lost_event),
-        Stage(5, f"the flash sale's buyers answered within their deadline ({CLIENT_TIMEOUT_S:g}s)",
+        Stage(5, f"the flash sale answered without waiting on the gateway (median <= {MEDIAN_BOUND_S:g}s)",
               "Do not hold a buyer for a third-party call: answer from the database and charge "
-              "asynchronously; refuse early (429, 409) what cannot be served.", answered_within_the_deadline),
+              "asynchronously; refuse early (429, 409) what cannot be served.",
+              answered_without_waiting_on_the_gateway),
     ),
 )  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -31,8 +32,9 @@ class Measured:
 
 @dataclass
 class CheckContext:
-    """What a stage needs: the servers, the variant under check, where its logs go, and a memo for
-    stages that read one run (the flash sale is run once for the stages that audit it)."""
+    """What a stage needs: the servers, the variant under check, where its logs go, a memo for stages
+    that read one run (the flash sale is run once for the stages that audit it), and a stack for
+    services several stages share, closed when the stages are done."""
 
     infra: InfraEndpoints
     variant: str
@@ -41,6 +43,7 @@ class CheckContext:
     signal_infra: Callable[[str, int], None] | None = None  # ("redis", signal.SIGSTOP)
     startup_timeout_s: float = 30.0
     memo: dict[str, Any] = field(default_factory=dict)
+    shared: ExitStack = field(default_factory=ExitStack)
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of a service of this check: the servers, the variant's own settings, ``extra``."""
@@ -111,13 +114,14 @@ async def run_stages(
 ) -> list[StageResult]:
     """Each stage in order until the first FAIL; the ones after it are NOT RUN (they build on it)."""
     results: list[StageResult] = []
-    for stage in stages:
-        if results and results[-1].outcome != "PASS":
-            results.append(StageResult(stage.number, stage.claim, "NOT RUN"))
-        else:
-            results.append(await _run_one(stage, ctx))
-        if on_result is not None:
-            on_result(results[-1])
+    with ctx.shared:
+        for stage in stages:
+            if results and results[-1].outcome != "PASS":
+                results.append(StageResult(stage.number, stage.claim, "NOT RUN"))
+            else:
+                results.append(await _run_one(stage, ctx))
+            if on_result is not None:
+                on_result(results[-1])
     return results
 
 
