@@ -52,7 +52,8 @@ def _settings(*, infra: str | None = None) -> LabSettings:
 
 
 def _fail(message: str) -> NoReturn:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    # soft_wrap: a message stays one line however narrow the terminal (or a pipe's 80 columns).
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=1)
 
 
@@ -398,7 +399,9 @@ def check(
     except CheckInputError as exc:
         _fail(str(exc))
     except (VariantLoadError, VariantBroken) as exc:
-        console.print(f"[bold red]error:[/] {variant} variant of {design}: {exc}", highlight=False)
+        console.print(
+            f"[bold red]error:[/] {variant} variant of {design}: {exc}", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(code=BROKEN_VARIANT_EXIT) from None
     except (LabError, InfraError) as exc:
         _fail(str(exc))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_bench import SMOKE
 from tests.e2e.test_lab_cli import _lab, _private_lab_env, _processes_of
 
 pytestmark = pytest.mark.e2e
@@ -32,9 +33,11 @@ def learner_env(tmp_path: Path, **settings: str) -> dict[str, str]:
 
 
 def error_line(stderr: str) -> str:
+    """The one line a refusal prints last (the lab's own progress lines may come before it)."""
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert lines, "no message"
-    return " ".join(lines)  # rich wraps long lines at the terminal width
+    assert lines[-1].startswith("error: "), stderr
+    return lines[-1]
 
 
 def test_unknown_design_stage_or_variant_is_one_line_and_exit_1(tmp_path: Path) -> None:
@@ -119,4 +122,25 @@ def test_check_prints_json_records_progress_and_exercise_list_shows_it(tmp_path:
         "PASS",
         "-",
     ]
+    assert _processes_of(tmp_path / "lab") == []
+
+
+def test_bench_puts_mine_next_to_naive_and_hardened_in_one_report(tmp_path: Path) -> None:
+    env = learner_env(
+        tmp_path,
+        LAB_RATELIMIT_MINE=f"{HALF_FIXES}:open_shared_fixed_window",
+        LAB_RATELIMIT_LIMIT="3",
+        LAB_LOAD_HOT_KEYS="1",
+    )
+    out = tmp_path / "report"
+
+    result = _lab(
+        "bench", "ratelimit", "--variants", "naive,mine,hardened", *SMOKE, "--no-aa", "--out", str(out),
+        env=env, timeout_s=400,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["targets"] == ["naive", "mine", "hardened"]
+    assert set(report["rounds"][0]["runs"]) == {"naive", "mine", "hardened"}
     assert _processes_of(tmp_path / "lab") == []

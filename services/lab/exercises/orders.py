@@ -2,8 +2,8 @@
 with the broker frozen and the relay killed, and the flash sale answered within the buyers' deadline.
 
 The flash sale (300 buyers of one unit, 50 units, arriving over 3 s; a client timeout of 0.15 s and
-one retry with the same key) runs once per check and two stages audit it; the services it runs on
-serve the idempotency stage and the last stage's second sale too.
+one retry with the same key) runs once per check and three stages read it; the services it runs on
+serve the idempotency stage too.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import signal
-import statistics
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
@@ -32,7 +31,7 @@ from services.lab.exercises.orderflow import (
     wait_until,
 )
 from services.lab.exercises.scaffold import Flaw, ScaffoldSpec
-from services.lab.exercises.stages import CheckContext, Exercise, Measured, Stage, at_most, exactly
+from services.lab.exercises.stages import CheckContext, Exercise, Measured, Stage, at_least, exactly
 from services.lab.processes import ProcessRecord
 from services.lab.standalone import run_worker
 from services.orders.audit import SaleAudit, audit_sale
@@ -52,14 +51,12 @@ PROFILE_ENV = {
 }
 WORKERS = ("relay:run", "consumers:run_payments", "consumers:run_notifications")
 SETTLE_S = 30.0
-# The last stage's buyers wait up to the bench's deadline (1 s), not the profile's 0.15 s, which is
-# short on purpose so that every naive buyer retries. Its bound is the median answer, below the
-# gateway's latency: a checkout that holds the buyer for the payment cannot meet it however fast the
-# machine, and one that does not meets it even when a 2-core machine shared with other work stretches
-# the tail past the deadline (the tail is reported, not graded: it measures the machine).
-BUYER_DEADLINE_S = 1.0
+# The last stage's bound: most buyers answered within their 0.15 s. A checkout that holds the buyer
+# for the payment (0.4 s) answers none of them in time however fast the machine; one that does not
+# answers nearly all on a quiet machine, and still most when the 2-core machine is shared with other
+# work (the rest measures the machine, which the bench measures properly, in rounds).
 GATEWAY_S = float(PROFILE_ENV["LAB_PAYMENT_GATEWAY_LATENCY_MS"]) / 1000
-MEDIAN_BOUND_S = 0.3
+ANSWERED_SHARE = 0.5
 OUTAGE_S = 3.0
 
 
@@ -95,13 +92,11 @@ class SaleRun:
     buyers: list[BuyerOutcome]
 
 
-async def the_flash_sale(ctx: CheckContext, *, timeout_s: float = CLIENT_TIMEOUT_S) -> SaleRun:
-    """The sale with buyers who give up after ``timeout_s``, run once per check and audited once it
-    stopped changing."""
-    memo = f"sale-{timeout_s}"
-    if memo not in ctx.memo:
-        ctx.memo[memo] = await _run_sale(ctx, timeout_s=timeout_s)
-    run: SaleRun = ctx.memo[memo]
+async def the_flash_sale(ctx: CheckContext) -> SaleRun:
+    """The sale, run once per check and audited once it stopped changing."""
+    if "sale" not in ctx.memo:
+        ctx.memo["sale"] = await _run_sale(ctx)
+    run: SaleRun = ctx.memo["sale"]
     return run
 
 
@@ -116,12 +111,14 @@ def sale_lab(ctx: CheckContext) -> tuple[OrdersLab, dict[str, str]]:
     return shared
 
 
-async def _run_sale(ctx: CheckContext, *, timeout_s: float) -> SaleRun:
+async def _run_sale(ctx: CheckContext) -> SaleRun:
     lab, env = sale_lab(ctx)
     sku = f"flash-{uuid.uuid4().hex[:8]}"
     async with httpx.AsyncClient(base_url=lab.orders.url, timeout=30) as admin:
         await open_sale(admin, sku=sku, stock=STOCK)
-    buyers = await flash_sale(lab.orders.url, sku=sku, buyers=BUYERS, spread_s=SPREAD_S, timeout_s=timeout_s)
+    buyers = await flash_sale(
+        lab.orders.url, sku=sku, buyers=BUYERS, spread_s=SPREAD_S, timeout_s=CLIENT_TIMEOUT_S
+    )
     audit = await settled_audit(ctx, env, sku)
     return SaleRun(audit=audit, buyers=buyers)
 
@@ -155,8 +152,10 @@ async def settled_audit(
 
 
 async def no_oversell(ctx: CheckContext) -> Measured:
+    """Exactly the stock sold: no more (an oversell), and no less (a sale that failed is no proof)."""
     audit = (await the_flash_sale(ctx)).audit
-    return exactly(audit.oversold_units, 0, f"units sold {audit.units_sold} of {STOCK} to {BUYERS} buyers")
+    detail = f"units sold of {STOCK} to {BUYERS} buyers; {audit.oversold_units} oversold"
+    return exactly(audit.units_sold, STOCK, detail)
 
 
 async def no_double_charge(ctx: CheckContext) -> Measured:
@@ -168,16 +167,14 @@ async def no_double_charge(ctx: CheckContext) -> Measured:
     return exactly(audit.customers_charged_more_than_once, 0, detail)
 
 
-async def answered_without_waiting_on_the_gateway(ctx: CheckContext) -> Measured:
-    """The same sale with buyers who wait up to the bench's deadline: the median first answer."""
-    buyers = (await the_flash_sale(ctx, timeout_s=BUYER_DEADLINE_S)).buyers
-    took = sorted(b.first_answer_s for b in buyers)
-    late = sum(b.statuses[0] == "timeout" for b in buyers)
-    detail = (
-        f"median first answer in s; p99 {took[int(0.99 * len(took))]:.3f}s, {late} of {BUYERS} buyers "
-        f"past their {BUYER_DEADLINE_S:g}s deadline; the gateway takes {GATEWAY_S:g}s"
-    )
-    return at_most(round(statistics.median(took), 3), MEDIAN_BOUND_S, detail)
+async def answered_within_the_deadline(ctx: CheckContext) -> Measured:
+    """The sale's buyers whose first attempt was answered before they gave up."""
+    buyers = (await the_flash_sale(ctx)).buyers
+    in_time = [b.first_answer_s for b in buyers if b.statuses[0] != "timeout"]
+    detail = f"share of {BUYERS} buyers answered within {CLIENT_TIMEOUT_S:g}s at the first attempt"
+    if in_time:
+        detail += f" (the slowest of them {max(in_time):.3f}s); the gateway takes {GATEWAY_S:g}s"
+    return at_least(round(len(in_time) / BUYERS, 3), ANSWERED_SHARE, detail)
 
 
 async def idempotency_semantics(ctx: CheckContext) -> Measured:
@@ -313,7 +310,7 @@ EXERCISE = Exercise(
     scaffold=SCAFFOLD,
     factory=FACTORY,
     stages=(
-        Stage(1, f"no oversell ({BUYERS} buyers, {STOCK} units)",
+        Stage(1, f"no oversell: exactly the {STOCK} units sold to {BUYERS} buyers",
               "Two buyers who read the same stock both write it back. Can the check and the decrement "
               "be one statement that fails when there is not enough?", no_oversell),
         Stage(2, "no double charge under timeouts and retries",
@@ -325,9 +322,9 @@ EXERCISE = Exercise(
         Stage(4, f"no lost event with the broker frozen ({OUTAGE_S:g}s) and the relay killed",
               "Publishing after the commit is a dual write. Write the event in the order's transaction "
               "(an outbox) and let the relay publish it, at least once.", no_lost_event),
-        Stage(5, f"the flash sale answered without waiting on the gateway (median <= {MEDIAN_BOUND_S:g}s)",
+        Stage(5, f"the flash sale answered within the buyers' deadline ({CLIENT_TIMEOUT_S:g}s, most buyers)",
               "Do not hold a buyer for a third-party call: answer from the database and charge "
               "asynchronously; refuse early (429, 409) what cannot be served.",
-              answered_without_waiting_on_the_gateway),
+              answered_within_the_deadline),
     ),
 )  # fmt: skip
