@@ -220,6 +220,8 @@ def bench(
         reason = supervisor.cannot_run(design)
         if reason is not None:
             _fail(reason)
+        if "mine" in options.variants and not supervisor.serves(f"{design}-mine"):
+            _fail(f"no {design} variant of yours to bench: run 'lab exercise start {design}' first")
         apply_lab_env(design)
         with running_lab(supervisor, say=_say) as lab:
             paths = run_bench(options, lab=lab, say=_say)

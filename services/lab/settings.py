@@ -44,6 +44,9 @@ class LabSettings(CoreSettings):
     postgres_options: dict[str, str] = Field(default_factory=lambda: {"max_connections": "300"})
 
     startup_timeout_s: float = Field(default=30.0, gt=0)
+    # How long `lab check` waits for the variant under check to answer /healthz before it reports the
+    # variant as hung (a learner's start-up may wait on something that never comes).
+    check_startup_timeout_s: float = Field(default=30.0, gt=0)
     stop_timeout_s: float = Field(default=10.0, gt=0)
 
     # The services of every design, naive and hardened side by side.

@@ -160,6 +160,10 @@ class Supervisor:
             design=spec.design,
         )
 
+    def serves(self, component: str) -> bool:
+        """Whether ``component`` is one of this lab's services (a learner's only once it exists)."""
+        return any(spec.name == component for spec in self.services)
+
     def url_of(self, component: str) -> str:
         """The URL of a registered service, by its component name (``orders-naive``)."""
         spec = next((s for s in self.services if s.name == component), None)

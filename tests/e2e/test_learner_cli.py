@@ -79,7 +79,9 @@ def test_a_missing_method_is_named_by_class_and_exit_2_with_nothing_left_running
 
 
 def test_a_variant_that_hangs_at_start_up_is_stopped_after_the_timeout(tmp_path: Path) -> None:
-    env = learner_env(tmp_path, LAB_RATELIMIT_MINE=f"{HALF_FIXES}:open_hanging", LAB_STARTUP_TIMEOUT_S="5")
+    env = learner_env(
+        tmp_path, LAB_RATELIMIT_MINE=f"{HALF_FIXES}:open_hanging", LAB_CHECK_STARTUP_TIMEOUT_S="5"
+    )
 
     result = _lab("check", "ratelimit", env=env, timeout_s=180)
 

@@ -86,7 +86,7 @@ def check_servers(settings: LabSettings) -> Iterator[tuple[Supervisor, CheckCont
                 variant="",
                 log_dir=state_dir / "logs",
                 signal_infra=supervisor.signal_component,
-                startup_timeout_s=settings.startup_timeout_s,
+                startup_timeout_s=settings.check_startup_timeout_s,
             ),
         )
     finally:

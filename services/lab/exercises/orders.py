@@ -46,9 +46,10 @@ PROFILE_ENV = {
     "LAB_INVENTORY_DELAY_MS": "20",
     "LAB_PAYMENT_GATEWAY_LATENCY_MS": "400",
     "LAB_ORDERS_MAX_IN_FLIGHT": "1000",
-    # A checkout that holds a connection for the gateway call would otherwise queue on its own pool.
-    "LAB_PG_POOL_MAX_SIZE": "40",
 }
+# The naive service holds a connection for the whole gateway call; with the default 10 it would
+# queue every buyer on its own pool before they even reach the inventory service.
+NAIVE_POOL = {"LAB_PG_POOL_MAX_SIZE": "40"}
 WORKERS = ("relay:run", "consumers:run_payments", "consumers:run_notifications")
 SETTLE_S = 30.0
 # The last stage's bound: most buyers answered within their 0.15 s. A checkout that holds the buyer
@@ -67,8 +68,10 @@ def lab_env(ctx: CheckContext, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def orders_lab(ctx: CheckContext, env: dict[str, str]) -> Iterator[OrdersLab]:
-    with run_orders_lab(ctx.variant, env=env, log_dir=ctx.log_dir) as lab:
+def orders_lab(
+    ctx: CheckContext, env: dict[str, str], orders_env: dict[str, str] | None = None
+) -> Iterator[OrdersLab]:
+    with run_orders_lab(ctx.variant, env=env, log_dir=ctx.log_dir, orders_env=orders_env) as lab:
         yield lab
 
 
@@ -104,7 +107,9 @@ def sale_lab(ctx: CheckContext) -> tuple[OrdersLab, dict[str, str]]:
     """The services and workers at the incident's profile, started once for the stages that use them."""
     if "sale-lab" not in ctx.memo:
         env = lab_env(ctx, **PROFILE_ENV)
-        lab = ctx.shared.enter_context(orders_lab(ctx, env))
+        lab = ctx.shared.enter_context(
+            orders_lab(ctx, env, orders_env=NAIVE_POOL if ctx.variant == "naive" else {})
+        )
         ctx.shared.enter_context(workers(ctx, lab))
         ctx.memo["sale-lab"] = (lab, env)
     shared: tuple[OrdersLab, dict[str, str]] = ctx.memo["sale-lab"]
