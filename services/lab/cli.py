@@ -396,7 +396,7 @@ def check(
     try:
         plan = plan_check(exercises(), design, variant=variant, stage=stage)
         preload(plan)
-        with check_servers(settings) as (_, ctx):
+        with check_servers(settings) as ctx:
             results = run_plan(plan, ctx, on_result=None if as_json else _print_stage)
     except CheckInputError as exc:
         _fail(str(exc))
@@ -408,9 +408,7 @@ def check(
     except (LabError, InfraError) as exc:
         _fail(str(exc))
     progress.record(settings.state_dir, design=design, variant=variant, results=results)
-    passed = all_passed(results) and len(results) == len(
-        plan.exercise.stages if stage is None else plan.stages
-    )
+    passed = all_passed(results)
     if as_json:
         document = {
             "design": design,
@@ -420,7 +418,7 @@ def check(
         }
         sys.stdout.write(json.dumps(document) + "\n")
     else:
-        _print_verdict(results, passed=passed)
+        _print_verdict(results, passed=passed, logs=ctx.log_dir)
     raise typer.Exit(code=0 if passed else 1)
 
 
@@ -436,12 +434,13 @@ def _print_stage(result: Any) -> None:
         out.print(f"         hint: {result.hint}", style="yellow", highlight=False)
 
 
-def _print_verdict(results: list[Any], *, passed: bool) -> None:
+def _print_verdict(results: list[Any], *, passed: bool, logs: Path) -> None:
     failed = next((r for r in results if r.outcome == "FAIL"), None)
     if passed:
         out.print("[green]every stage passes[/]")
     elif failed is not None:
         out.print(f"[red]stage {failed.number} fails[/]: {failed.claim}", highlight=False)
+        out.print(f"the services' logs: {logs}", style="dim", highlight=False)
 
 
 def _outcome_mark(outcome: str) -> str:

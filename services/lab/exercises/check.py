@@ -70,7 +70,7 @@ async def preflight(plan: CheckPlan, ctx: CheckContext) -> None:
 
 
 @contextmanager
-def check_servers(settings: LabSettings) -> Iterator[tuple[Supervisor, CheckContext]]:
+def check_servers(settings: LabSettings) -> Iterator[CheckContext]:
     """PostgreSQL, Redis and the broker of this check alone, stopped at the end."""
     state_dir = Path(tempfile.mkdtemp(prefix="check-", dir=_ensure(settings.state_dir)))
     # Free ports, unless the learner named one (then a port in use is reported, not worked around).
@@ -79,15 +79,12 @@ def check_servers(settings: LabSettings) -> Iterator[tuple[Supervisor, CheckCont
     supervisor = Supervisor(private, services=(), workers=())
     try:
         endpoints = supervisor.up().endpoints
-        yield (
-            supervisor,
-            CheckContext(
-                infra=endpoints,
-                variant="",
-                log_dir=state_dir / "logs",
-                signal_infra=supervisor.signal_component,
-                startup_timeout_s=settings.check_startup_timeout_s,
-            ),
+        yield CheckContext(
+            infra=endpoints,
+            variant="",
+            log_dir=state_dir / "logs",
+            signal_infra=supervisor.signal_component,
+            startup_timeout_s=settings.check_startup_timeout_s,
         )
     finally:
         supervisor.down()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import signal
+import statistics
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
@@ -31,7 +33,7 @@ from services.lab.exercises.orderflow import (
     wait_until,
 )
 from services.lab.exercises.scaffold import Flaw, ScaffoldSpec
-from services.lab.exercises.stages import CheckContext, Exercise, Measured, Stage, at_least, exactly
+from services.lab.exercises.stages import CheckContext, Exercise, Measured, Stage, at_most, exactly
 from services.lab.processes import ProcessRecord
 from services.lab.standalone import run_worker
 from services.orders.audit import SaleAudit, audit_sale
@@ -52,12 +54,10 @@ PROFILE_ENV = {
 NAIVE_POOL = {"LAB_PG_POOL_MAX_SIZE": "40"}
 WORKERS = ("relay:run", "consumers:run_payments", "consumers:run_notifications")
 SETTLE_S = 30.0
-# The last stage's bound: most buyers answered within their 0.15 s. A checkout that holds the buyer
-# for the payment (0.4 s) answers none of them in time however fast the machine; one that does not
-# answers nearly all on a quiet machine, and still most when the 2-core machine is shared with other
-# work (the rest measures the machine, which the bench measures properly, in rounds).
+# The last stage: orders placed one at a time must be answered in half the gateway's latency.
 GATEWAY_S = float(PROFILE_ENV["LAB_PAYMENT_GATEWAY_LATENCY_MS"]) / 1000
-ANSWERED_SHARE = 0.5
+MEDIAN_BOUND_S = GATEWAY_S / 2
+PROBES = 20
 OUTAGE_S = 3.0
 
 
@@ -173,13 +173,31 @@ async def no_double_charge(ctx: CheckContext) -> Measured:
 
 
 async def answered_within_the_deadline(ctx: CheckContext) -> Measured:
-    """The sale's buyers whose first attempt was answered before they gave up."""
+    """Orders one at a time on the sale's services: the median answer, against the gateway's latency.
+
+    A checkout that holds the buyer for the payment cannot answer faster than the gateway, however fast
+    the machine; one that charges later answers well within it even on a 2-core machine shared with
+    other work. How many of the flash sale's buyers were answered in time is reported beside it: that
+    share measures the machine as much as the design (the bench measures latency, in rounds).
+    """
+    lab, _ = sale_lab(ctx)
+    sku = f"probe-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(base_url=lab.orders.url, timeout=10) as client:
+        await open_sale(client, sku=sku, stock=PROBES)
+        took = [await _timed_order(client, sku, number) for number in range(PROBES)]
     buyers = (await the_flash_sale(ctx)).buyers
-    in_time = [b.first_answer_s for b in buyers if b.statuses[0] != "timeout"]
-    detail = f"share of {BUYERS} buyers answered within {CLIENT_TIMEOUT_S:g}s at the first attempt"
-    if in_time:
-        detail += f" (the slowest of them {max(in_time):.3f}s); the gateway takes {GATEWAY_S:g}s"
-    return at_least(round(len(in_time) / BUYERS, 3), ANSWERED_SHARE, detail)
+    in_time = sum(b.statuses[0] != "timeout" for b in buyers)
+    detail = (
+        f"median answer of {PROBES} orders in s (the gateway takes {GATEWAY_S:g}s); in the flash sale "
+        f"{in_time} of {BUYERS} buyers were answered within their {CLIENT_TIMEOUT_S:g}s"
+    )
+    return at_most(round(statistics.median(took), 3), MEDIAN_BOUND_S, detail)
+
+
+async def _timed_order(client: httpx.AsyncClient, sku: str, number: int) -> float:
+    started = time.monotonic()
+    await place_order(client, sku=sku, customer_id=f"probe-{number}@{sku}", key=f"probe-{number}")
+    return time.monotonic() - started
 
 
 async def idempotency_semantics(ctx: CheckContext) -> Measured:
@@ -327,7 +345,7 @@ EXERCISE = Exercise(
         Stage(4, f"no lost event with the broker frozen ({OUTAGE_S:g}s) and the relay killed",
               "Publishing after the commit is a dual write. Write the event in the order's transaction "
               "(an outbox) and let the relay publish it, at least once.", no_lost_event),
-        Stage(5, f"the flash sale answered within the buyers' deadline ({CLIENT_TIMEOUT_S:g}s, most buyers)",
+        Stage(5, f"buyers answered without waiting on the gateway (median <= {MEDIAN_BOUND_S:g}s)",
               "Do not hold a buyer for a third-party call: answer from the database and charge "
               "asynchronously; refuse early (429, 409) what cannot be served.",
               answered_within_the_deadline),

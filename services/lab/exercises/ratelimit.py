@@ -23,6 +23,7 @@ RESOURCE = "/api/v1/resource"
 BURST = 500
 EDGE_LIMIT = 10
 EDGE_WINDOW_S = 2
+EDGE_ATTEMPTS = 3
 BUDGET_MS = RateLimitSettings().ratelimit_redis_timeout_ms
 # What a request may take beyond the budget on a busy 2-core machine: HTTP, the event loop, the client.
 MARGIN_S = 0.5
@@ -59,16 +60,30 @@ async def exact_across_workers(ctx: CheckContext) -> Measured:
 
 
 async def admitted_around_a_window_edge(url: str, key: str) -> list[float]:
-    """A full burst 0.3 s before a window boundary and another 0.2 s after it: when each was admitted."""
+    """A full burst 0.6 s before a window boundary and another 0.2 s after it: when each was admitted.
+
+    The claim needs the first burst served before the boundary; on a machine too busy for that the
+    pair is tried again at a later boundary, with a fresh key.
+    """
+    await fire(url, count=4, headers={"X-API-Key": f"{key}-warm-up"})  # connections and workers warm
+    for attempt in range(EDGE_ATTEMPTS):
+        boundary = _next_boundary(at_least_in_s=0.8)
+        first = await _admitted_at(url, f"{key}-{attempt}", moment=boundary - 0.6)
+        second = await _admitted_at(url, f"{key}-{attempt}", moment=boundary + 0.2)
+        if first and max(first) < boundary:
+            break
+    return first + second
+
+
+def _next_boundary(*, at_least_in_s: float) -> float:
     boundary = (time.time() // EDGE_WINDOW_S + 1) * EDGE_WINDOW_S
-    if boundary - time.time() < 0.6:  # too close to aim before it: take the next one
-        boundary += EDGE_WINDOW_S
-    admitted: list[float] = []
-    for moment in (boundary - 0.3, boundary + 0.2):
-        await asyncio.sleep(max(0.0, moment - time.time()))
-        answers = await fire(url, count=EDGE_LIMIT, headers={"X-API-Key": key})
-        admitted += [float(str(a.body["served_at"])) for a in answers if a.status == 200]
-    return admitted
+    return boundary if boundary - time.time() >= at_least_in_s else boundary + EDGE_WINDOW_S
+
+
+async def _admitted_at(url: str, key: str, *, moment: float) -> list[float]:
+    await asyncio.sleep(max(0.0, moment - time.time()))
+    answers = await fire(url, count=EDGE_LIMIT, headers={"X-API-Key": key})
+    return [float(str(a.body["served_at"])) for a in answers if a.status == 200]
 
 
 async def no_double_burst(ctx: CheckContext) -> Measured:
