@@ -50,7 +50,8 @@ PROFILE_ENV = {
     "LAB_ORDERS_MAX_IN_FLIGHT": "1000",
 }
 # The naive service holds a connection for the whole gateway call; with the default 10 it would
-# queue every buyer on its own pool before they even reach the inventory service.
+# queue every buyer on its own pool before they even reach the inventory service. A learner's
+# variant starts from the naive one and gets the same; the hardened one runs at its default.
 NAIVE_POOL = {"LAB_PG_POOL_MAX_SIZE": "40"}
 WORKERS = ("relay:run", "consumers:run_payments", "consumers:run_notifications")
 SETTLE_S = 30.0
@@ -65,14 +66,6 @@ def lab_env(ctx: CheckContext, **extra: str) -> dict[str, str]:
     """A sale of this check alone (its own topics), the workers pointed at the variant's outbox."""
     workers = {"LAB_ORDERS_WORKERS_VARIANT": ctx.variant} if ctx.variant != "naive" else {}
     return ctx.env(**fresh_topics(), **workers, **extra)
-
-
-@contextmanager
-def orders_lab(
-    ctx: CheckContext, env: dict[str, str], orders_env: dict[str, str] | None = None
-) -> Iterator[OrdersLab]:
-    with run_orders_lab(ctx.variant, env=env, log_dir=ctx.log_dir, orders_env=orders_env) as lab:
-        yield lab
 
 
 @contextmanager
@@ -107,8 +100,9 @@ def sale_lab(ctx: CheckContext) -> tuple[OrdersLab, dict[str, str]]:
     """The services and workers at the incident's profile, started once for the stages that use them."""
     if "sale-lab" not in ctx.memo:
         env = lab_env(ctx, **PROFILE_ENV)
+        pool = {} if ctx.variant == "hardened" else NAIVE_POOL
         lab = ctx.shared.enter_context(
-            orders_lab(ctx, env, orders_env=NAIVE_POOL if ctx.variant == "naive" else {})
+            run_orders_lab(ctx.variant, env=env, log_dir=ctx.log_dir, orders_env=pool)
         )
         ctx.shared.enter_context(workers(ctx, lab))
         ctx.memo["sale-lab"] = (lab, env)
@@ -270,7 +264,7 @@ async def no_lost_event(ctx: CheckContext) -> Measured:
     assert ctx.signal_infra is not None, "this stage freezes the check's own broker"
     env = lab_env(ctx, LAB_KAFKA_REQUEST_TIMEOUT_MS="1000", LAB_INVENTORY_DELAY_MS="0")
     sku = f"outage-{uuid.uuid4().hex[:8]}"
-    with orders_lab(ctx, env) as lab:
+    with run_orders_lab(ctx.variant, env=env, log_dir=ctx.log_dir) as lab:
         async with httpx.AsyncClient(base_url=lab.orders.url, timeout=10) as admin:
             await open_sale(admin, sku=sku, stock=100_000)
         async with AsyncExitStack() as stack:
