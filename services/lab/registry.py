@@ -59,12 +59,14 @@ SERVICES: tuple[ServiceSpec, ...] = (
                 url_setting="LAB_ORDERS_PAYMENT_GATEWAY_URL", kind="supporting"),
     ServiceSpec("orders", "naive", "services.orders.app:create_app", "orders_naive_port"),
     ServiceSpec("orders", "hardened", "services.orders.app:create_app", "orders_hardened_port"),
-    *(
-        ServiceSpec(design, "mine", f"services.{design}.app:create_app", f"{design}_mine_port",
-                    workers=1 if design == "orders" else 2, kind="learner",
-                    learner_module=(f"LAB_{design.upper()}_MINE", f"services.{design}.mine"))
-        for design in ("shortener", "ratelimit", "orders")
-    ),
+)
+# A learner's own variants (`lab exercise start DESIGN`): started where their module exists, and not
+# part of the lab's own deployments (compose, Kubernetes), which run the lab's variants.
+LEARNER_SERVICES: tuple[ServiceSpec, ...] = tuple(
+    ServiceSpec(design, "mine", f"services.{design}.app:create_app", f"{design}_mine_port",
+                workers=1 if design == "orders" else 2, kind="learner",
+                learner_module=(f"LAB_{design.upper()}_MINE", f"services.{design}.mine"))
+    for design in ("shortener", "ratelimit", "orders")
 )
 WORKERS: tuple[WorkerSpec, ...] = (
     WorkerSpec("orders", "orders-relay", "services.orders.relay:run"),

@@ -70,7 +70,7 @@ class Supervisor:
         self,
         settings: LabSettings,
         *,
-        services: Sequence[registry.ServiceSpec] = registry.SERVICES,
+        services: Sequence[registry.ServiceSpec] = (*registry.SERVICES, *registry.LEARNER_SERVICES),
         workers: Sequence[registry.WorkerSpec] = registry.WORKERS,
         report: Callable[[str], None] = _silent,
     ) -> None:

@@ -86,9 +86,7 @@ REPLICATED_VARIANTS = {"naive", "hardened"}
 
 
 def lab_services() -> dict[str, ServiceSpec]:
-    """Every service compose runs: the lab's own, not a learner's (``mine`` runs where its file is)."""
-    lab_own = [s for s in registry.SERVICES if s.kind != "learner"]
-    return {**{s.name: s for s in EXPECTED_SERVICES}, **{s.name: s for s in lab_own}}
+    return {**{s.name: s for s in EXPECTED_SERVICES}, **{s.name: s for s in registry.SERVICES}}
 
 
 def lab_workers() -> dict[str, WorkerSpec]:

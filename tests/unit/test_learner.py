@@ -131,7 +131,7 @@ def test_progress_keeps_the_last_result_of_each_stage_that_ran(tmp_path: Path) -
 
 
 def test_a_learner_variant_runs_only_once_its_module_exists(monkeypatch: pytest.MonkeyPatch) -> None:
-    mine = next(s for s in registry.SERVICES if s.design == "ratelimit" and s.variant == "mine")
+    mine = next(s for s in registry.LEARNER_SERVICES if s.design == "ratelimit")
     assert mine.kind == "learner"
     monkeypatch.setenv("LAB_RATELIMIT_MINE", "tests.support.no_such_module:open_limiter")
     assert not is_present(mine)
