@@ -181,7 +181,7 @@ RATELIMIT = BenchDesign(
     # Two hot keys at a tenth of 600 req/s: each gets 30 a second, past the quota of 100 a minute on
     # both workers within a few seconds, which is what shows the naive per-process count.
     rate=600.0,
-    services={"naive": "ratelimit-naive", "hardened": "ratelimit-hardened"},
+    services={"naive": "ratelimit-naive", "mine": "ratelimit-mine", "hardened": "ratelimit-hardened"},
     reset=_reset_ratelimit,
     audit=_audit_ratelimit,
     what_to_watch=(
@@ -264,7 +264,7 @@ ORDERS = BenchDesign(
     closed_user="FlashSaleBuyer",
     users=400,
     warmup_s=0.0,  # the sale is the burst at the start: nothing to trim
-    services={"naive": "orders-naive", "hardened": "orders-hardened"},
+    services={"naive": "orders-naive", "mine": "orders-mine", "hardened": "orders-hardened"},
     reset=_reset_orders,
     audit=_audit_orders,
     what_to_watch=(
@@ -347,7 +347,7 @@ SHORTENER = BenchDesign(
         Goal("capacity at the SLO, hardened / naive", "hardened", "naive", "knee_rps", 3.0, "sweep"),
         Goal("CPU per redirect, naive / hardened", "naive", "hardened", "system_us_per_request", 3.0, "rate"),
     ),
-    services={"naive": "shortener-naive", "hardened": "shortener-hardened"},
+    services={"naive": "shortener-naive", "mine": "shortener-mine", "hardened": "shortener-hardened"},
     reset=_fresh_links_per_run,
     audit=_audit_shortener,
     what_to_watch=(

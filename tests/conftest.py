@@ -23,6 +23,11 @@ from services.lab.settings import LabSettings
 from services.lab.supervisor import Supervisor
 from tests.support.cluster import EmbeddedCluster
 
+# A learner's own variants (services/<design>/mine.py) are theirs: the suite must pass whether they
+# exist or not, so no service it starts may pick one up. Tests of the slot name their own module.
+for _design in ("shortener", "ratelimit", "orders"):
+    os.environ[f"LAB_{_design.upper()}_MINE"] = f"tests.support.no_learner_variant:{_design}"
+
 # Durability costs time and proves nothing the tests check; the benchmarks keep PostgreSQL's defaults.
 TEST_POSTGRES_OPTIONS = {
     "max_connections": "300",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import asyncpg
 from fastapi import FastAPI
@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from services.core import health, metrics
 from services.core.gc_tuning import tune_after_startup
 from services.core.health import register_health_check
+from services.core.learner import MINE, LearnerSlot, learner_wiring
 from services.core.logs import configure_logging
 from services.core.problems import (
     ErrorMapping,
@@ -26,10 +27,24 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 Wiring = TypeVar("Wiring")
 
 
-def variant_wiring(variants: Mapping[str, Wiring], variant: str, *, design: str) -> Wiring:
-    """What ``variant`` wires in, or a ``ValueError`` that names the variants there are."""
+def variant_wiring(
+    variants: Mapping[str, Wiring],
+    variant: str,
+    *,
+    design: str,
+    mine: LearnerSlot | None = None,
+    port: type | None = None,
+) -> Wiring:
+    """What ``variant`` wires in, or a ``ValueError`` that names the variants there are.
+
+    ``mine`` is the learner's variant: the opener that ``mine`` names, taking the same arguments as
+    the others, its adapters checked against ``port`` when it opens.
+    """
+    if variant == MINE and mine is not None and port is not None:
+        return cast(Wiring, learner_wiring(mine, port=port))
     if variant not in variants:
-        raise ValueError(f"unknown {design} variant {variant!r}; expected one of {sorted(variants)}")
+        known = sorted([*variants, MINE] if mine is not None else variants)
+        raise ValueError(f"unknown {design} variant {variant!r}; expected one of {known}")
     return variants[variant]
 
 

@@ -52,7 +52,8 @@ def _settings(*, infra: str | None = None) -> LabSettings:
 
 
 def _fail(message: str) -> NoReturn:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    # soft_wrap: a message stays one line however narrow the terminal (or a pipe's 80 columns).
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=1)
 
 
@@ -221,6 +222,8 @@ def bench(
         reason = supervisor.cannot_run(design)
         if reason is not None:
             _fail(reason)
+        if "mine" in options.variants and not supervisor.serves(f"{design}-mine"):
+            _fail(f"no {design} variant of yours to bench: run 'lab exercise start {design}' first")
         apply_lab_env(design)
         with running_lab(supervisor, say=_say) as lab:
             paths = run_bench(options, lab=lab, say=_say)
@@ -327,6 +330,124 @@ def demo(
             run_demo(acts, lab=lab, duration=duration, users=users, console=console)
     except (DemoError, LabError, InfraError, ValueError) as exc:
         _fail(str(exc))
+
+
+exercise = typer.Typer(
+    help="Learn by fixing it: write your own variant, graded stage by stage.", no_args_is_help=True
+)
+app.add_typer(exercise, name="exercise")
+
+# A variant that cannot load or start is not a failed stage: it gets its own exit code.
+BROKEN_VARIANT_EXIT = 2
+
+
+@exercise.command("list")
+def exercise_list() -> None:
+    """The exercises, their stages, and the last result of your variant (mine) at each."""
+    from services.lab.exercises import exercises, progress
+    from services.lab.exercises.scaffold import mine_path
+
+    done = progress.load(_settings().state_dir)
+    for ex in exercises().values():
+        started = (
+            "started" if mine_path(ex.design).exists() else f"not started: lab exercise start {ex.design}"
+        )
+        table = Table(title=f"{ex.design}: {ex.title} ({started})", title_justify="left")
+        for column in ("stage", "claim", "mine"):
+            table.add_column(column)
+        for stage in ex.stages:
+            last = progress.last_outcome(done, design=ex.design, variant="mine", stage=stage.number)
+            table.add_row(str(stage.number), stage.claim, _outcome_mark(last))
+        out.print(table)
+
+
+@exercise.command("start")
+def exercise_start(
+    design: Annotated[str, typer.Argument(help="ratelimit, shortener or orders")],
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing mine.py")] = False,
+) -> None:
+    """Write services/<design>/mine.py from the naive variant, its flaw marked."""
+    from services.lab.exercises import exercises
+    from services.lab.exercises.scaffold import ScaffoldExists, write_scaffold
+
+    known = exercises()
+    if design not in known:
+        _fail(f"unknown design {design!r}; choose one of {', '.join(known)}")
+    try:
+        path = write_scaffold(known[design].scaffold, force=force)
+    except ScaffoldExists as exc:
+        _fail(str(exc))
+    console.print(f"[green]wrote[/] {path}: edit it, then run 'lab check {design}'", highlight=False)
+
+
+@app.command()
+def check(
+    design: Annotated[str, typer.Argument(help="ratelimit, shortener or orders")],
+    variant: Annotated[str, typer.Option(help="mine (default), naive or hardened")] = "mine",
+    stage: Annotated[int | None, typer.Option(help="run this stage alone")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Run the design's stages against a variant on servers of its own; exit 0 only if all pass."""
+    from services.core.learner import VariantLoadError
+    from services.lab.exercises import exercises, progress
+    from services.lab.exercises.check import CheckInputError, all_passed, check_servers, plan_check, preload
+    from services.lab.exercises.check import run_check as run_plan
+    from services.lab.exercises.serving import VariantBroken
+
+    settings = _settings()
+    try:
+        plan = plan_check(exercises(), design, variant=variant, stage=stage)
+        preload(plan)
+        with check_servers(settings) as ctx:
+            results = run_plan(plan, ctx, on_result=None if as_json else _print_stage)
+    except CheckInputError as exc:
+        _fail(str(exc))
+    except (VariantLoadError, VariantBroken) as exc:
+        console.print(
+            f"[bold red]error:[/] {variant} variant of {design}: {exc}", highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(code=BROKEN_VARIANT_EXIT) from None
+    except (LabError, InfraError) as exc:
+        _fail(str(exc))
+    progress.record(settings.state_dir, design=design, variant=variant, results=results)
+    passed = all_passed(results)
+    if as_json:
+        document = {
+            "design": design,
+            "variant": variant,
+            "passed": passed,
+            "stages": [r.to_json() for r in results],
+        }
+        sys.stdout.write(json.dumps(document) + "\n")
+    else:
+        _print_verdict(results, passed=passed, logs=ctx.log_dir)
+    raise typer.Exit(code=0 if passed else 1)
+
+
+def _print_stage(result: Any) -> None:
+    measured = result.measured
+    number = "" if measured is None else f": {measured.value:g} (bound {measured.bound})"
+    out.print(
+        f"{_outcome_mark(result.outcome)} stage {result.number}  {result.claim}{number}", highlight=False
+    )
+    if measured is not None and measured.detail:
+        out.print(f"         {measured.detail}", style="dim", highlight=False)
+    if result.hint:
+        out.print(f"         hint: {result.hint}", style="yellow", highlight=False)
+
+
+def _print_verdict(results: list[Any], *, passed: bool, logs: Path) -> None:
+    failed = next((r for r in results if r.outcome == "FAIL"), None)
+    if passed:
+        out.print("[green]every stage passes[/]")
+    elif failed is not None:
+        out.print(f"[red]stage {failed.number} fails[/]: {failed.claim}", highlight=False)
+        out.print(f"the services' logs: {logs}", style="dim", highlight=False)
+
+
+def _outcome_mark(outcome: str) -> str:
+    colour = {"PASS": "green", "FAIL": "red"}.get(outcome, "dim")
+    return f"[{colour}]{outcome:<7}[/]"
 
 
 audit = typer.Typer(help="A design's invariants as numbers, read from its stores.", no_args_is_help=True)

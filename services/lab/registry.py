@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-ServiceKind = Literal["variant", "supporting"]
-"""A design's variant (``naive``, ``hardened``), or a supporting service the variants call (the order
-flow's inventory service and payment gateway), which is a variant of nothing."""
+ServiceKind = Literal["variant", "supporting", "learner"]
+"""A design's variant (``naive``, ``hardened``), a supporting service the variants call (the order
+flow's inventory service and payment gateway), which is a variant of nothing, or the learner's own
+variant (``mine``), which runs only once its module exists."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class ServiceSpec:
     # so moving a port never leaves a caller pointing at the old one.
     url_setting: str | None = None
     kind: ServiceKind = "variant"
+    # A learner's variant: the setting naming its module and the default, the scaffold's file.
+    learner_module: tuple[str, str] | None = None
 
     @property
     def name(self) -> str:
@@ -56,6 +59,14 @@ SERVICES: tuple[ServiceSpec, ...] = (
                 url_setting="LAB_ORDERS_PAYMENT_GATEWAY_URL", kind="supporting"),
     ServiceSpec("orders", "naive", "services.orders.app:create_app", "orders_naive_port"),
     ServiceSpec("orders", "hardened", "services.orders.app:create_app", "orders_hardened_port"),
+)
+# A learner's own variants (`lab exercise start DESIGN`): started where their module exists, and not
+# part of the lab's own deployments (compose, Kubernetes), which run the lab's variants.
+LEARNER_SERVICES: tuple[ServiceSpec, ...] = tuple(
+    ServiceSpec(design, "mine", f"services.{design}.app:create_app", f"{design}_mine_port",
+                workers=1 if design == "orders" else 2, kind="learner",
+                learner_module=(f"LAB_{design.upper()}_MINE", f"services.{design}.mine"))
+    for design in ("shortener", "ratelimit", "orders")
 )
 WORKERS: tuple[WorkerSpec, ...] = (
     WorkerSpec("orders", "orders-relay", "services.orders.relay:run"),

@@ -44,6 +44,9 @@ class LabSettings(CoreSettings):
     postgres_options: dict[str, str] = Field(default_factory=lambda: {"max_connections": "300"})
 
     startup_timeout_s: float = Field(default=30.0, gt=0)
+    # How long `lab check` waits for the variant under check to answer /healthz before it reports the
+    # variant as hung (a learner's start-up may wait on something that never comes).
+    check_startup_timeout_s: float = Field(default=30.0, gt=0)
     stop_timeout_s: float = Field(default=10.0, gt=0)
 
     # The services of every design, naive and hardened side by side.
@@ -54,6 +57,10 @@ class LabSettings(CoreSettings):
     orders_naive_port: Port = 8301
     orders_hardened_port: Port = 8302
     inventory_port: Port = 8303
+    # A learner's own variants, started only once `lab exercise start DESIGN` has scaffolded them.
+    shortener_mine_port: Port = 8103
+    ratelimit_mine_port: Port = 8203
+    orders_mine_port: Port = 8305
     payment_gateway_port: Port = 8304
 
     def port_of(self, field: str) -> int:

@@ -32,6 +32,10 @@ class ServedApp:
         processes.signal_group(self.record, signal.SIGCONT)
 
 
+class AppDidNotStart(RuntimeError):
+    """The app exited or did not answer ``/healthz`` in time; the message ends with its log's tail."""
+
+
 def http_ok(url: str, *, timeout_s: float = 1.0) -> bool:
     try:
         return httpx.get(url, timeout=timeout_s).status_code == 200
@@ -73,7 +77,8 @@ def serve_app(
             timeout_s=startup_timeout_s,
         )
         if not (started and processes.is_running(record)):
-            raise RuntimeError(f"{app_factory} did not start:\n{processes.tail(Path(record.log))}")
+            log = processes.tail(Path(record.log))
+            raise AppDidNotStart(f"{app_factory} did not start within {startup_timeout_s:g}s:\n{log}")
         yield app
     finally:
         processes.signal_group(record, signal.SIGCONT)  # a paused app cannot shut down

@@ -8,6 +8,7 @@ started, so a failed ``lab up`` never leaves a half-started lab behind.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import secrets
@@ -70,12 +71,12 @@ class Supervisor:
         self,
         settings: LabSettings,
         *,
-        services: Sequence[registry.ServiceSpec] = registry.SERVICES,
+        services: Sequence[registry.ServiceSpec] = (*registry.SERVICES, *registry.LEARNER_SERVICES),
         workers: Sequence[registry.WorkerSpec] = registry.WORKERS,
         report: Callable[[str], None] = _silent,
     ) -> None:
         self.settings = settings
-        self.services = services
+        self.services = [spec for spec in services if is_present(spec)]
         self.workers = workers
         self._report = report
         self._state_dir = settings.state_dir
@@ -159,6 +160,10 @@ class Supervisor:
             argv=(sys.executable, "-m", "services.lab.worker", spec.target),
             design=spec.design,
         )
+
+    def serves(self, component: str) -> bool:
+        """Whether ``component`` is one of this lab's services (a learner's only once it exists)."""
+        return any(spec.name == component for spec in self.services)
 
     def url_of(self, component: str) -> str:
         """The URL of a registered service, by its component name (``orders-naive``)."""
@@ -415,6 +420,18 @@ def uvicorn_argv(*, host: str, port: int, workers: int) -> tuple[str, ...]:
 
 def serve_env(app_factory: str, variant: str) -> dict[str, str]:
     return {"LAB_SERVE_FACTORY": app_factory, "LAB_SERVE_VARIANT": variant}
+
+
+def is_present(spec: registry.ServiceSpec) -> bool:
+    """Whether the service's code exists: always, but for a learner's variant not yet scaffolded."""
+    if spec.learner_module is None:
+        return True
+    setting, default = spec.learner_module
+    module = os.environ.get(setting, default).partition(":")[0]
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _needs_no_broker(design: str) -> bool:

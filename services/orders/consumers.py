@@ -204,7 +204,9 @@ async def run_consumer(
 ) -> None:
     settings = OrdersSettings()
     async with AsyncExitStack() as stack:
-        pool = await stack.enter_async_context(open_postgres_pool(settings, schema=schema_for("hardened")))
+        pool = await stack.enter_async_context(
+            open_postgres_pool(settings, schema=schema_for(settings.orders_workers_variant))
+        )
         await apply_schema(pool, read_resource("services.orders", "schema.sql"))
         await ensure_topics(settings, [settings.orders_topic, settings.orders_dlq_topic])
         dlq = await stack.enter_async_context(open_kafka_producer(settings))

@@ -140,10 +140,12 @@ async def connect_producer(settings: OrdersSettings, stack: AsyncExitStack) -> A
 
 
 async def run() -> None:
-    """Worker entry point: relay the hardened variant's outbox until cancelled."""
+    """Worker entry point: relay the outbox of ``LAB_ORDERS_WORKERS_VARIANT`` (hardened) until cancelled."""
     settings = OrdersSettings()
     async with AsyncExitStack() as stack:
-        pool = await stack.enter_async_context(open_postgres_pool(settings, schema=schema_for("hardened")))
+        pool = await stack.enter_async_context(
+            open_postgres_pool(settings, schema=schema_for(settings.orders_workers_variant))
+        )
         await apply_schema(pool, read_resource("services.orders", "schema.sql"))
         producer = await connect_producer(settings, stack)
         relay = OutboxRelay(pool=pool, producer=producer, settings=settings)

@@ -41,3 +41,6 @@ class RateLimitSettings(CoreSettings):
     ratelimit_max_in_flight: int = Field(default=1024, ge=1)
     # Peers whose X-Forwarded-For is believed (e.g. the lab's nginx). Nobody by default.
     trusted_proxies: list[IPv4Network | IPv6Network] = Field(default_factory=list)
+    # The learner's own variant ("mine"): the opener of its adapters, as module:attribute. The default
+    # is the file 'lab exercise start ratelimit' scaffolds.
+    ratelimit_mine: str = "services.ratelimit.mine:open_limiter"

@@ -5,6 +5,9 @@ from __future__ import annotations
 from prometheus_client import Counter
 
 DB_LOOKUPS = Counter("shortener_db_lookups", "Database reads made to resolve a redirect", ["variant"])
+DB_CODE_CHECKS = Counter(
+    "shortener_db_code_checks", "Database reads made to learn whether a code is taken", ["variant"]
+)
 CREATE_RETRIES = Counter(
     "shortener_create_retries",
     "Codes tried for a create that turned out taken (collision check hit or insert race)",

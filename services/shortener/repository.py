@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from services.shortener.links import Link, NewLink, Target
-from services.shortener.metrics import DB_LOOKUPS
+from services.shortener.metrics import DB_CODE_CHECKS, DB_LOOKUPS
 
 INSERT_LINK = """
 INSERT INTO links (code, long_url, expires_at) VALUES ($1, $2, $3)
@@ -43,6 +43,8 @@ class PostgresLinks:
         return _link(row) if row else None
 
     async def code_exists(self, code: str) -> bool:
+        """A read before a write; counted, since whether a create needs one is the point of the design."""
+        DB_CODE_CHECKS.labels(self._variant).inc()
         return bool(await self._pool.fetchval(CODE_EXISTS, code))
 
     async def find_target(self, code: str) -> Target | None:

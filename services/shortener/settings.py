@@ -29,6 +29,9 @@ class ShortenerSettings(CoreSettings):
     # Injected latency before every database lookup of a redirect, to make a stampede visible
     # (0 = off). Simulates a slow or distant database.
     shortener_db_lookup_delay_ms: int = Field(default=0, ge=0, le=10_000)
+    # The learner's own variant ("mine"): the opener of its adapters, as module:attribute. The default
+    # is the file 'lab exercise start shortener' scaffolds.
+    shortener_mine: str = "services.shortener.mine:open_adapters"
 
     # Key pool (hardened): codes an instance leases at once (a crash wastes at most this many),
     # the level below which the generator tops the table up, and the level it tops it up to.

@@ -16,12 +16,12 @@ import httpx
 import psutil
 import pytest
 
+from services.lab.exercises.orders import order_steadily
 from services.lab.infra import InfraEndpoints
 from tests.support.orders import (
     audit_when,
     fresh_topics,
     open_sale,
-    place_order,
     run_orders_lab,
     run_worker,
     settings_for,
@@ -49,23 +49,6 @@ def broker_stopped(bootstrap: str) -> Iterator[None]:
         yield
     finally:
         os.kill(pid, signal.SIGCONT)
-
-
-async def order_steadily(url: str, sku: str, *, seconds: float) -> list[int]:
-    """Orders from five buyers at a time for ``seconds``; the status of each."""
-    statuses: list[int] = []
-    deadline = asyncio.get_running_loop().time() + seconds
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-
-        async def buyer(number: int) -> None:
-            while asyncio.get_running_loop().time() < deadline:
-                customer = f"b{number}-{len(statuses)}"
-                reply = await place_order(client, sku=sku, customer_id=customer, key=uuid.uuid4().hex)
-                statuses.append(reply.status_code)
-                await asyncio.sleep(0.05)
-
-        await asyncio.gather(*(buyer(n) for n in range(5)))
-    return statuses
 
 
 async def test_an_outage_of_the_broker_loses_naive_events_and_delays_hardened_ones(

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.lab.exercises.orders import BUYERS, CLIENT_TIMEOUT_S, NAIVE_POOL, PROFILE_ENV, SPREAD_S, STOCK
 from services.lab.infra import InfraEndpoints
 from services.orders.audit import SaleAudit
 from tests.support.orders import (
@@ -31,20 +32,6 @@ from tests.support.orders import (
 )
 
 pytestmark = pytest.mark.integration
-
-STOCK = 50
-BUYERS = 300
-SPREAD_S = 3.0
-CLIENT_TIMEOUT_S = 0.15
-PROFILE_ENV = {
-    "LAB_INVENTORY_DELAY_MS": "20",
-    "LAB_PAYMENT_GATEWAY_LATENCY_MS": "400",
-    "LAB_ORDERS_MAX_IN_FLIGHT": "1000",
-}
-
-# The naive service holds a connection for the whole gateway call; with the default 10 it would
-# queue every buyer on its own pool before they even reach the inventory service.
-NAIVE_POOL = {"LAB_PG_POOL_MAX_SIZE": "40"}
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from loadtests.designs import most_in_any_window
+from services.lab.exercises.ratelimit import EDGE_LIMIT, EDGE_WINDOW_S, admitted_around_a_window_edge
 from services.lab.infra import InfraEndpoints
 from services.ratelimit.settings import RateLimitSettings
 from tests.support.cluster import on_each_redis_mode
@@ -75,26 +74,9 @@ async def test_naive_admits_more_than_the_limit_across_two_workers(
     assert burst.admitted <= 2 * DEFAULT_LIMIT  # each process enforces the limit on its own share
 
 
-EDGE_LIMIT = 10
-EDGE_WINDOW_S = 2
-
-
-async def _edge_bursts(url: str, key: str) -> list[float]:
-    """A full burst 0.3 s before a window boundary and another 0.2 s after it: admitted times."""
-    boundary = (time.time() // EDGE_WINDOW_S + 1) * EDGE_WINDOW_S
-    if boundary - time.time() < 0.6:  # too close to aim before it: take the next one
-        boundary += EDGE_WINDOW_S
-    admitted: list[float] = []
-    for moment in (boundary - 0.3, boundary + 0.2):
-        await asyncio.sleep(max(0.0, moment - time.time()))
-        answers = await fire(url, count=EDGE_LIMIT, headers={"X-API-Key": key})
-        admitted += [float(a.body["served_at"]) for a in answers if a.status == 200]  # type: ignore[arg-type]
-    return admitted
-
-
 async def test_naive_window_edge_admits_twice_the_limit(tmp_path: Path, infra: InfraEndpoints) -> None:
     with run_limiter("naive", infra=infra, log_dir=tmp_path, limit=EDGE_LIMIT, window_s=EDGE_WINDOW_S) as app:
-        admitted = await _edge_bursts(app.url, "edge-naive")
+        admitted = await admitted_around_a_window_edge(app.url, "edge-naive")
     assert len(admitted) == 2 * EDGE_LIMIT
     assert most_in_any_window(admitted, window_s=EDGE_WINDOW_S) == 2 * EDGE_LIMIT
 
@@ -111,6 +93,6 @@ async def test_hardened_sliding_log_never_exceeds_the_limit_in_any_window(
         window_s=EDGE_WINDOW_S,
         algorithm="sliding-log",
     ) as app:
-        admitted = await _edge_bursts(app.url, "edge-hardened")
+        admitted = await admitted_around_a_window_edge(app.url, "edge-hardened")
     assert len(admitted) == EDGE_LIMIT  # the second burst is inside the same sliding window
     assert most_in_any_window(admitted, window_s=EDGE_WINDOW_S) <= EDGE_LIMIT

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from loadtests.environment import counter
+from loadtests.shortener.rawhttp import Call, Reply, exchange, send_all
 from tests.support.servers import RunningApp, run_app
+
+__all__ = ["Call", "Reply", "send_all"]  # the tests import them from here, next to the other helpers
 
 APP = "services.shortener.app:create_app"
 VARIANTS = ("naive", "hardened")
@@ -41,64 +42,6 @@ def total(urls: Iterable[str], name: str, labels: Mapping[str, str] | None = Non
 
 
 @dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass(frozen=True)
-class Call:
-    method: str
-    path: str
-    body: dict[str, object] | None = None
-
-
-async def send_all(base_url: str, calls: list[Call], *, concurrency: int) -> list[Reply]:
-    """Make every call over ``concurrency`` keep-alive connections, all opened before the first
-    request goes out, so the first ``concurrency`` requests really are in flight together.
-
-    A bare HTTP/1.1 client: httpx's async client spends about 3 ms of CPU per request, more than the
-    service under test, and would measure itself instead of the service on a 2-core machine.
-    """
-    url = httpx.URL(base_url)
-    pending = iter(range(len(calls)))
-    replies: list[Reply | None] = [None] * len(calls)
-    count = min(concurrency, len(calls))
-    streams = await asyncio.gather(*(asyncio.open_connection(url.host, url.port) for _ in range(count)))
-
-    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            for index in pending:
-                replies[index] = await _exchange(reader, writer, url.host, calls[index])
-        finally:
-            writer.close()
-
-    await asyncio.gather(*(connection(reader, writer) for reader, writer in streams))
-    return [reply for reply in replies if reply is not None]
-
-
-async def _exchange(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, call: Call
-) -> Reply:
-    payload = b"" if call.body is None else json.dumps(call.body).encode()
-    head = f"{call.method} {call.path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(payload)}\r\n"
-    if call.body is not None:
-        head += "Content-Type: application/json\r\n"
-    writer.write(head.encode() + b"\r\n" + payload)
-    status = int((await reader.readline()).split()[1])
-    headers: dict[str, str] = {}
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.decode("latin-1").partition(":")
-        headers[name.strip().lower()] = value.strip()
-    length = int(headers.get("content-length", "0"))
-    return Reply(status=status, headers=headers, body=await reader.readexactly(length) if length else b"")
-
-
-@dataclass(frozen=True)
 class Answered:
     replica: str
     status: int
@@ -118,7 +61,7 @@ async def keep_requesting(base_url: str, path: str, *, until: float, connections
             return
         try:
             while time.monotonic() < until:
-                reply = await _exchange(reader, writer, url.host, Call("GET", path))
+                reply = await exchange(reader, writer, url.host, Call("GET", path))
                 answers.append(Answered(replica=base_url, status=reply.status, at=time.monotonic()))
         except (OSError, asyncio.IncompleteReadError, IndexError, ValueError):
             return  # the server went away mid-answer: that request was not answered
