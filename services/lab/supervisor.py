@@ -35,6 +35,10 @@ logger = logging.getLogger(__name__)
 TIERS: tuple[ComponentKind, ...] = ("infra", "service", "worker")
 _POLL_INTERVAL_S = 0.1
 
+# One bound for every probe of `lab status`, run side by side: a loaded laptop can take over a
+# second to fork a PostgreSQL backend, which is slow, not down.
+STATUS_PROBE_TIMEOUT_S = 2.0
+
 
 class LabError(RuntimeError):
     """A failure the user can act on; the message says what happened and what to change."""
@@ -350,9 +354,9 @@ class Supervisor:
                 "kafka": {"bootstrap": None, "healthy": False, "pids": []},
             }
         postgres, redis, kafka = await asyncio.gather(
-            probe_postgres(endpoints.postgres_url, timeout_s=1.0),
+            probe_postgres(endpoints.postgres_url, timeout_s=STATUS_PROBE_TIMEOUT_S),
             self._redis_status(endpoints, state),
-            probe_kafka(endpoints.kafka_bootstrap, timeout_s=2.0),
+            probe_kafka(endpoints.kafka_bootstrap, timeout_s=STATUS_PROBE_TIMEOUT_S),
         )
         return {
             "postgres": {
@@ -371,10 +375,12 @@ class Supervisor:
     async def _redis_status(self, endpoints: InfraEndpoints, state: LabState) -> dict[str, Any]:
         """One server, or each node of the embedded cluster with the slots it serves."""
         if not endpoints.redis_nodes:
-            healthy = await probe_redis(endpoints.redis_url, timeout_s=1.0)
+            healthy = await probe_redis(endpoints.redis_url, timeout_s=STATUS_PROBE_TIMEOUT_S)
             return {"redis": {"url": endpoints.redis_url, "healthy": healthy, "pids": _pids(state, "redis")}}
         nodes = [ClusterNode.from_url(url) for url in endpoints.redis_nodes]
-        statuses = await asyncio.gather(*(node_status(node, timeout_s=1.0) for node in nodes))
+        statuses = await asyncio.gather(
+            *(node_status(node, timeout_s=STATUS_PROBE_TIMEOUT_S) for node in nodes)
+        )
         return {
             node_name(index): {"url": node.url, **status, "pids": _pids(state, node_name(index))}
             for index, (node, status) in enumerate(zip(nodes, statuses, strict=True))
@@ -382,7 +388,10 @@ class Supervisor:
 
     async def _services_status(self, state: LabState) -> list[dict[str, Any]]:
         health = await asyncio.gather(
-            *(probe_http(self.service_url(spec) + "/healthz", timeout_s=1.0) for spec in self.services)
+            *(
+                probe_http(self.service_url(spec) + "/healthz", timeout_s=STATUS_PROBE_TIMEOUT_S)
+                for spec in self.services
+            )
         )
         return [
             {

@@ -130,6 +130,7 @@ def test_check_prints_json_records_progress_and_exercise_list_shows_it(tmp_path:
     assert _processes_of(tmp_path / "lab") == []
 
 
+@pytest.mark.alone  # a bench: its load generator needs the machine to itself
 def test_bench_puts_mine_next_to_naive_and_hardened_in_one_report(tmp_path: Path) -> None:
     env = learner_env(
         tmp_path,
