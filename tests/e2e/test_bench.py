@@ -1,35 +1,56 @@
 """``lab bench`` end to end: a short real run per design, its report, its audit, a chaos timeline,
-and its refusals of bad input before anything starts."""
+a named scenario with its reference endpoints, and its refusals of bad input before anything starts.
+
+The lab comes up once for the module (``lab up``) with the settings every run here needs, and every
+bench run uses it: a bench leaves a lab it did not start running. One scenario run brings up a lab
+of its own, to show the bench stops what it started.
+"""
 
 from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.test_lab_cli import LAB, _private_lab_env, _processes_of
+from tests.e2e.test_lab_cli import LAB, _lab, _private_lab_env, _processes_of
 from tests.support.browser import rendered_dom, screenshot
 
 pytestmark = pytest.mark.e2e
 
 SMOKE = ("--mode", "rate", "--rate", "150", "--duration", "6s", "--warmup", "1", "--rounds", "1")
+# What the runs below need of the services, set before the shared lab comes up: a low limit (so that
+# even a slow machine sends a hot key past it on both workers within a few seconds) and the flash
+# sale's stalled payment gateway (the flash-sale scenario's own setting).
+SHARED_LAB_SETTINGS = {"LAB_RATELIMIT_LIMIT": "3", "LAB_PAYMENT_GATEWAY_LATENCY_MS": "1200"}
 
 
 def _bench(
-    tmp_path: Path, *args: str, extra_env: dict[str, str] | None = None
+    env: dict[str, str], out: Path, *args: str, extra_env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {**_private_lab_env(tmp_path / "lab"), **(extra_env or {})}
     return subprocess.run(
-        [*LAB, "bench", *args, "--out", str(tmp_path / "report")],
-        env=env,
+        [*LAB, "bench", *args, "--out", str(out / "report")],
+        env={**env, **(extra_env or {})},
         capture_output=True,
         text=True,
         timeout=400,
         stdin=subprocess.DEVNULL,
     )
+
+
+@pytest.fixture(scope="module")
+def shared_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The environment of a lab that is up for the whole module."""
+    env = {**_private_lab_env(tmp_path_factory.mktemp("bench-lab") / "lab"), **SHARED_LAB_SETTINGS}
+    started = _lab("up", env=env, timeout_s=240)
+    assert started.returncode == 0, started.stderr[-3000:]
+    try:
+        yield env
+    finally:
+        _lab("down", env=env)
 
 
 def _report(tmp_path: Path) -> dict[str, Any]:
@@ -43,14 +64,11 @@ def _runs(report: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def ratelimit_bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One smoke run shared by the checks below: a low limit and one hot key, so that even a slow
-    machine sends that key past the limit on both workers within a few seconds."""
+def ratelimit_bench(shared_lab: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One smoke run shared by the checks below, with one hot key past the shared lab's low limit."""
     tmp_path = tmp_path_factory.mktemp("bench-ratelimit")
-    low_limit = {"LAB_RATELIMIT_LIMIT": "3", "LAB_LOAD_HOT_KEYS": "1"}
-    result = _bench(tmp_path, "ratelimit", *SMOKE, "--no-aa", extra_env=low_limit)
+    result = _bench(shared_lab, tmp_path, "ratelimit", *SMOKE, "--no-aa", extra_env={"LAB_LOAD_HOT_KEYS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert _processes_of(tmp_path / "lab") == []  # the bench stopped the lab it started
     return tmp_path
 
 
@@ -58,6 +76,7 @@ def test_ratelimit_report_is_well_formed(ratelimit_bench: Path) -> None:
     report = _report(ratelimit_bench)
     assert report["targets"] == ["naive", "hardened"]
     assert report["command"].startswith("lab bench ratelimit")
+    assert report["scenario"] == "hot-keys"  # the headline scenario, when none is named
     for run in _runs(report).values():
         (window,) = run["windows"]
         assert window["offered"] > 0
@@ -96,9 +115,10 @@ def test_html_report_renders_its_charts_in_a_browser(ratelimit_bench: Path) -> N
     assert shot.stat().st_size > 20_000  # a blank page is a few kilobytes
 
 
-def test_chaos_timeline_is_applied_on_the_loads_clock(tmp_path: Path) -> None:
+def test_chaos_timeline_is_applied_on_the_loads_clock(shared_lab: dict[str, str], tmp_path: Path) -> None:
     chaos = "redis:pause@2s,redis:resume@4s"
-    result = _bench(tmp_path, "ratelimit", "--variants", "hardened", *SMOKE, "--no-aa", "--chaos", chaos)
+    args = ("ratelimit", "--variants", "hardened", *SMOKE, "--no-aa", "--chaos", chaos)
+    result = _bench(shared_lab, tmp_path, *args)
     assert result.returncode == 0, result.stderr[-3000:]
     steps = _runs(_report(tmp_path))["hardened"]["chaos"]
     assert [(s["component"], s["action"], s["error"]) for s in steps] == [
@@ -120,19 +140,25 @@ def test_chaos_timeline_is_applied_on_the_loads_clock(tmp_path: Path) -> None:
         (("ratelimit", "--chaos", "mainframe:kill@1s"), "unknown chaos target"),
         (("ratelimit", "--chaos", "redis:kill"), "cannot read"),
         (("orders", "--mode", "sweep"), "closed-loop users only"),
+        (("shortener", "--scenario", "nonesuch"), "unknown scenario 'nonesuch' of shortener; choose one of"),
+        (("ratelimit", "--scenario", "floor", "--variants", "naive"), "ratelimit floor has floor, hardened"),
     ],
 )
 def test_bad_options_fail_before_anything_starts(
     tmp_path: Path, args: tuple[str, ...], complaint: str
 ) -> None:
-    result = _bench(tmp_path, *args)
+    result = _bench(_private_lab_env(tmp_path / "lab"), tmp_path, *args)
     assert result.returncode == 1
-    assert complaint in result.stderr
+    (line,) = result.stderr.splitlines()  # one line, however wide the terminal
+    assert complaint in line
+    assert not (tmp_path / "lab").exists()  # no lab was brought up, not even its state
     assert _processes_of(tmp_path / "lab") == []
 
 
-def test_shortener_report_counts_every_click_and_shows_the_noise(tmp_path: Path) -> None:
-    result = _bench(tmp_path, "shortener", *SMOKE)  # with the A/A run
+def test_shortener_report_counts_every_click_and_shows_the_noise(
+    shared_lab: dict[str, str], tmp_path: Path
+) -> None:
+    result = _bench(shared_lab, tmp_path, "shortener", *SMOKE)  # with the A/A run
     assert result.returncode == 0, result.stderr[-3000:]
     report = _report(tmp_path)
     assert report["targets"] == ["naive", "hardened", "hardened (again)"]
@@ -148,8 +174,11 @@ def test_shortener_report_counts_every_click_and_shows_the_noise(tmp_path: Path)
     assert all(verdicts[name] == "too few rounds" for name in verdicts)  # one round bears no verdict
 
 
-def test_flash_sale_bench_shows_the_naive_failure_and_the_hardened_fix(tmp_path: Path) -> None:
-    result = _bench(tmp_path, "orders", "--duration", "10s", "--users", "200", "--rounds", "1", "--no-aa")
+def test_flash_sale_bench_shows_the_naive_failure_and_the_hardened_fix(
+    shared_lab: dict[str, str], tmp_path: Path
+) -> None:
+    args = ("orders", "--duration", "10s", "--users", "200", "--rounds", "1", "--no-aa")
+    result = _bench(shared_lab, tmp_path, *args)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = _runs(_report(tmp_path))
     naive, hardened = runs["naive"]["audit"], runs["hardened"]["audit"]
@@ -163,3 +192,43 @@ def test_flash_sale_bench_shows_the_naive_failure_and_the_hardened_fix(tmp_path:
     assert hardened["holds"] is True
     (window,) = runs["hardened"]["windows"]
     assert window["timeouts"] == 0  # every buyer answered within the deadline
+
+
+def test_scenarios_are_listed_headline_first(tmp_path: Path) -> None:
+    env = _private_lab_env(tmp_path / "lab")
+    listed = subprocess.run(
+        [*LAB, "bench", "shortener", "--list-scenarios"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0, listed.stderr
+    names = [line.split(":")[0] for line in listed.stdout.splitlines()]
+    assert names == ["zipf (headline)", "ceiling", "viral", "creates"]
+    assert not (tmp_path / "lab").exists()
+
+
+def test_a_scenario_runs_its_reference_endpoints_pinned_and_stops_its_lab(tmp_path: Path) -> None:
+    """The redirect ceiling, short: the bare 302 and the floor served beside the lab, each a column
+    of the report; the generator pinned apart; the lab the bench started stopped again."""
+    env = _private_lab_env(tmp_path / "lab")
+    args = ("shortener", "--scenario", "ceiling", "--variants", "bare-302,floor,hardened", "--pin")
+    result = _bench(env, tmp_path, *args, *SMOKE, "--no-aa")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _processes_of(tmp_path / "lab") == []  # the bench stopped the lab it started, and what it served
+    report = _report(tmp_path)
+    assert report["scenario"] == "ceiling"
+    assert report["command"].startswith("lab bench shortener --scenario ceiling")
+    assert report["targets"] == ["bare-302", "floor", "hardened"]
+    assert report["references"] == ["bare-302", "floor"]
+    runs = _runs(report)
+    for label in ("bare-302", "floor"):
+        assert runs[label]["audit"]["holds"] is None  # a reference claims no invariants
+        assert runs[label]["cpu"]["components"][f"shortener-{label}"]["cpu_s"] > 0
+        (window,) = runs[label]["windows"]
+        assert window["ok"] > 0
+        assert window["failed"] == 0  # every redirect a 302 to the right Location
+    assert runs["hardened"]["audit"]["holds"] is True
+    assert report["pinning"]["asked"] is True
+    assert report["pinning"]["pinned"] is True, report["pinning"]  # 2 cores: one each is allowed
+    page = (tmp_path / "report" / "report.md").read_text()
+    assert page.startswith("```sh\nlab bench shortener --scenario ceiling")
+    assert "| bare-302 | floor | hardened |" in page
+    assert "Pinned: load generator on core(s)" in page

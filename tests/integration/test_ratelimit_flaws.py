@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.designs import most_in_any_window
+from loadtests.ratelimit.audit import most_in_any_window
 from services.lab.infra import InfraEndpoints
 from services.ratelimit.settings import RateLimitSettings
 from tests.support.cluster import on_each_redis_mode
