@@ -147,8 +147,8 @@ def resolve(options: BenchOptions, components: Sequence[str]) -> Plan:
     variants = options.variants or tuple(t.label for t in scenario.targets)
     unknown = [v for v in variants if scenario.target(v) is None]
     if unknown:
-        known = ", ".join(t.label for t in scenario.targets)
-        raise BenchError(f"unknown variant(s) {unknown}; {design.name} {scenario.name} has {known}")
+        labels = ", ".join(t.label for t in scenario.targets)
+        raise BenchError(f"unknown variant(s) {unknown}; {design.name} {scenario.name} has {labels}")
     mode = options.mode or scenario.mode
     if mode not in MODES:
         raise BenchError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
@@ -166,13 +166,12 @@ def resolve(options: BenchOptions, components: Sequence[str]) -> Plan:
         chaos = parse_timeline(options.chaos, components=list(dict.fromkeys(known)))
     except ValueError as exc:
         raise BenchError(str(exc)) from exc
-    labels = tuple(variants) + ((again_label(variants[-1]),) if options.aa else ())
     return Plan(
         design=design,
         scenario=scenario,
         targets=targets,
         mode=mode,
-        labels=labels,
+        labels=tuple(variants) + ((again_label(variants[-1]),) if options.aa else ()),
         chaos=chaos,
         rate=options.rate or scenario.rate,
         steps=options.steps

@@ -465,7 +465,9 @@ def reference_sentence(report: Doc) -> list[str]:
     references = report.get("references", [])
     if not references:
         return []
-    return [f"Reference endpoints, served beside the lab, with no invariants claimed: {', '.join(references)}."]
+    return [
+        f"Reference endpoints, served beside the lab, with no invariants claimed: {', '.join(references)}."
+    ]
 
 
 def pinning_sentence(report: Doc) -> str:

@@ -67,7 +67,9 @@ def _runs(report: dict[str, Any]) -> dict[str, Any]:
 def ratelimit_bench(shared_lab: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One smoke run shared by the checks below, with one hot key past the shared lab's low limit."""
     tmp_path = tmp_path_factory.mktemp("bench-ratelimit")
-    result = _bench(shared_lab, tmp_path, "ratelimit", *SMOKE, "--no-aa", extra_env={"LAB_LOAD_HOT_KEYS": "1"})
+    result = _bench(
+        shared_lab, tmp_path, "ratelimit", *SMOKE, "--no-aa", extra_env={"LAB_LOAD_HOT_KEYS": "1"}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp_path
 

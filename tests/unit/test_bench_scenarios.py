@@ -74,4 +74,8 @@ def test_pinning_on_one_core_says_so_and_pins_nothing(monkeypatch: pytest.Monkey
 
     result = cpu.pin_apart(generator=os.getpid(), services=[])
 
-    assert result == {"asked": True, "pinned": False, "reason": "1 core available, none to spare: ran unpinned"}
+    assert result == {
+        "asked": True,
+        "pinned": False,
+        "reason": "1 core available, none to spare: ran unpinned",
+    }
