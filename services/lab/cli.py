@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from services.lab import processes
+from services.lab import processes, registry
 from services.lab.infra import Broker, InfraError
 from services.lab.settings import InfraMode, LabSettings
 from services.lab.supervisor import LabError, Supervisor
@@ -58,6 +58,17 @@ def _fail(message: str) -> NoReturn:
 
 def _supervisor(settings: LabSettings) -> Supervisor:
     return Supervisor(settings, report=lambda line: console.print(f"  {line}", style="dim"))
+
+
+def _design_supervisor(settings: LabSettings, design: str) -> Supervisor:
+    """A supervisor of the infrastructure and ``design``'s services and workers alone: a bench that
+    brings the lab up starts only what it measures (a lab already running keeps the rest)."""
+    return Supervisor(
+        settings,
+        services=[spec for spec in registry.SERVICES if spec.design == design],
+        workers=[spec for spec in registry.WORKERS if spec.design == design],
+        report=lambda line: console.print(f"  {line}", style="dim"),
+    )
 
 
 @app.command()
@@ -233,7 +244,7 @@ def bench(
             out=out,
             command=shlex.join(["lab", "bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else "",
         )
-        supervisor = _supervisor(_settings(infra=infra))
+        supervisor = _design_supervisor(_settings(infra=infra), design)
         resolve(options, supervisor.known_components())  # bad options start nothing
         reason = supervisor.cannot_run(design)
         if reason is not None:
