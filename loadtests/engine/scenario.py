@@ -52,6 +52,18 @@ class Target:
     audited: bool = True
 
 
+def reference_endpoint(label: str, *, design: str, app_factory: str, workers: int = 2) -> Target:
+    """A target the lab serves beside its own services for a scenario, claiming no invariants; two
+    workers by default, as the lab serves its variants."""
+    return Target(
+        label,
+        f"{design}-{label}",
+        "reference",
+        app=AppSpec(app_factory, label, workers=workers),
+        audited=False,
+    )
+
+
 Reset = Callable[[BenchContext, Target], None]
 Audit = Callable[[BenchContext, Target, Path], AuditResult]
 

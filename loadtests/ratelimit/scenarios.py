@@ -10,20 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from loadtests.engine.lab import AppSpec
-from loadtests.engine.scenario import BenchDesign, Goal, Scenario, Sweep, Target
+from loadtests.engine.scenario import BenchDesign, Goal, Scenario, Sweep, Target, reference_endpoint
 from loadtests.ratelimit.audit import audit_ratelimit, reset_ratelimit
 
 USERS = Path(__file__).with_name("users.py")
 NAIVE = Target("naive", "ratelimit-naive", "naive")
 HARDENED = Target("hardened", "ratelimit-hardened", "hardened")
-# Two workers, as the lab serves its variants: a reference is served the way the hardened one is.
-FLOOR = Target(
-    "floor",
-    "ratelimit-floor",
-    "hardened",
-    app=AppSpec("loadtests.ratelimit.references:create_floor_app", "floor", workers=2),
-    audited=False,
+FLOOR = reference_endpoint(
+    "floor", design="ratelimit", app_factory="loadtests.ratelimit.references:create_floor_app"
 )
+# Not a reference: it refuses over the limit, so it is audited as the variants are.
 LIMITS = Target(
     "limits",
     "ratelimit-limits",

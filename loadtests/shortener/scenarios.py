@@ -12,13 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from loadtests.engine.lab import AppSpec
-from loadtests.engine.scenario import BenchDesign, Goal, Scenario, Sweep, Target
+from loadtests.engine.scenario import BenchDesign, Goal, Scenario, Sweep, Target, reference_endpoint
 from loadtests.shortener.audit import audit_creates, audit_shortener, fresh_links_per_run
 
 USERS = Path(__file__).with_name("users.py")
 NAIVE = Target("naive", "shortener-naive", "naive")
 HARDENED = Target("hardened", "shortener-hardened", "hardened")
-# Two uvicorn workers each, as the lab serves its variants.
+# Two uvicorn workers, as the lab serves its variants.
 HARDENED_HOT = Target(
     "hardened-hot",
     "shortener-hardened-hot",
@@ -30,19 +30,11 @@ HARDENED_HOT = Target(
         workers=2,
     ),
 )
-BARE = Target(
-    "bare-302",
-    "shortener-bare-302",
-    "reference",
-    app=AppSpec("loadtests.shortener.references:create_bare_app", "bare-302", workers=2),
-    audited=False,
+BARE = reference_endpoint(
+    "bare-302", design="shortener", app_factory="loadtests.shortener.references:create_bare_app"
 )
-FLOOR = Target(
-    "floor",
-    "shortener-floor",
-    "reference",
-    app=AppSpec("loadtests.shortener.references:create_floor_app", "floor", workers=2),
-    audited=False,
+FLOOR = reference_endpoint(
+    "floor", design="shortener", app_factory="loadtests.shortener.references:create_floor_app"
 )
 
 
