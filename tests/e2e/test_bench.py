@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from services.lab.cli import app
 from tests.e2e.test_lab_cli import LAB, _lab, _private_lab_env, _processes_of
 from tests.support.browser import rendered_dom, screenshot
 
@@ -149,8 +151,10 @@ def test_chaos_timeline_is_applied_on_the_loads_clock(shared_lab: dict[str, str]
 def test_bad_options_fail_before_anything_starts(
     tmp_path: Path, args: tuple[str, ...], complaint: str
 ) -> None:
-    result = _bench(_private_lab_env(tmp_path / "lab"), tmp_path, *args)
-    assert result.returncode == 1
+    """The real command line, in this process (a refusal starts nothing, so no process is needed)."""
+    env = _private_lab_env(tmp_path / "lab")
+    result = CliRunner().invoke(app, ["bench", *args, "--out", str(tmp_path / "report")], env=env)
+    assert result.exit_code == 1
     (line,) = result.stderr.splitlines()  # one line, however wide the terminal
     assert complaint in line
     assert not (tmp_path / "lab").exists()  # no lab was brought up, not even its state
