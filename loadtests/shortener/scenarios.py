@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from loadtests.engine.lab import AppSpec
 from loadtests.engine.scenario import BenchDesign, Goal, Scenario, Sweep, Target, reference_endpoint
@@ -38,25 +39,30 @@ FLOOR = reference_endpoint(
 )
 
 
-def _profile(name: str) -> dict[str, str]:
-    return {"LAB_SHORTENER_PROFILE": name, "LAB_SHORTENER_SEED_LINKS": "1000"}
-
-
 def _capacity_goal(numerator: str, denominator: str, goal: float) -> Goal:
     return Goal(
         f"capacity at the SLO, {numerator} / {denominator}", numerator, denominator, "knee_rps", goal, "sweep"
     )
 
 
-COMMON = {
-    "locustfile": USERS,
-    "reset": fresh_links_per_run,
-    "open_user": "ShortenerArrivals",
-    "closed_user": "ShortenerUser",
-    "mode": "sweep",
-}
+def _sweep_of(profile: str, *, start: float, **question: Any) -> Scenario:
+    """A stepped sweep of the users' ``profile`` (``zipf``, ``viral``, ``creates``); ``question``
+    holds the scenario's name, text, targets, audit and goals."""
+    return Scenario(
+        locustfile=USERS,
+        reset=fresh_links_per_run,
+        open_user="ShortenerArrivals",
+        closed_user="ShortenerUser",
+        mode="sweep",
+        sweep=Sweep(start=start, factor=1.5, steps=6),
+        load_env={"LAB_SHORTENER_PROFILE": profile, "LAB_SHORTENER_SEED_LINKS": "1000"},
+        **question,
+    )
 
-ZIPF = Scenario(
+
+ZIPF = _sweep_of(
+    "zipf",
+    start=200.0,
     name="zipf",
     title="URL shortener: redirects over a skewed working set",
     question="How many redirects per second does each variant hold at the SLO, and does every click count?",
@@ -68,16 +74,15 @@ ZIPF = Scenario(
     ),
     targets=(NAIVE, HARDENED),
     audit=audit_shortener,
-    sweep=Sweep(start=200.0, factor=1.5, steps=6),
     goals=(
         _capacity_goal("hardened", "naive", 3.0),
         Goal("CPU per redirect, naive / hardened", "naive", "hardened", "system_us_per_request", 3.0, "rate"),
     ),
-    load_env=_profile("zipf"),
-    **COMMON,  # type: ignore[arg-type]
 )
 
-CEILING = Scenario(
+CEILING = _sweep_of(
+    "zipf",
+    start=300.0,
     name="ceiling",
     title="URL shortener: the hardened redirect against the floor and the ceiling of a Python 302",
     question=(
@@ -92,17 +97,16 @@ CEILING = Scenario(
     ),
     targets=(BARE, FLOOR, HARDENED, HARDENED_HOT),
     audit=audit_shortener,  # the runner audits no reference endpoint
-    sweep=Sweep(start=300.0, factor=1.5, steps=6),
     goals=(
         _capacity_goal("hardened", "floor", 1.0),
         _capacity_goal("hardened", "bare-302", 0.8),
         _capacity_goal("hardened-hot", "bare-302", 0.8),
     ),
-    load_env=_profile("zipf"),
-    **COMMON,  # type: ignore[arg-type]
 )
 
-VIRAL = Scenario(
+VIRAL = _sweep_of(
+    "viral",
+    start=200.0,
     name="viral",
     title="URL shortener: one viral link",
     question="How many redirects per second of one link does each variant hold at the SLO?",
@@ -112,13 +116,12 @@ VIRAL = Scenario(
     ),
     targets=(NAIVE, HARDENED),
     audit=audit_shortener,
-    sweep=Sweep(start=200.0, factor=1.5, steps=6),
     goals=(_capacity_goal("hardened", "naive", 5.0),),
-    load_env=_profile("viral"),
-    **COMMON,  # type: ignore[arg-type]
 )
 
-CREATES = Scenario(
+CREATES = _sweep_of(
+    "creates",
+    start=100.0,
     name="creates",
     title="URL shortener: creates",
     question="How many creates per second does each variant hold at the SLO, and is every link stored?",
@@ -128,10 +131,7 @@ CREATES = Scenario(
     ),
     targets=(NAIVE, HARDENED),
     audit=audit_creates,
-    sweep=Sweep(start=100.0, factor=1.5, steps=6),
     goals=(_capacity_goal("hardened", "naive", 1.5),),
-    load_env=_profile("creates"),
-    **COMMON,  # type: ignore[arg-type]
 )
 
 SHORTENER = BenchDesign(
