@@ -376,7 +376,7 @@ def _report(plan: Plan, options: BenchOptions, rounds: list[dict[str, Any]]) -> 
         "title": scenario.title,
         "question": scenario.question,
         "what_to_watch": scenario.what_to_watch,
-        "command": options.command or _command(plan, options),
+        "command": reproducing_command(plan, options),
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "machine": machine_info(),
         "settings": _lab_settings_env(),
@@ -408,6 +408,15 @@ def _lab_settings_env() -> dict[str, str]:
     return {
         k: ("***" if secret.search(k) else v) for k, v in sorted(os.environ.items()) if k.startswith("LAB_")
     }
+
+
+def reproducing_command(plan: Plan, options: BenchOptions) -> str:
+    """The user's own command, naming the scenario it ran (a headline may change), or one built
+    from the options."""
+    if not options.command:
+        return _command(plan, options)
+    named = "" if options.scenario else f" --scenario {shlex.quote(plan.scenario.name)}"
+    return options.command + named
 
 
 def _pinning(rounds: list[dict[str, Any]]) -> dict[str, Any]:

@@ -8,7 +8,14 @@ import os
 
 import pytest
 
-from loadtests.bench import BenchError, BenchOptions, describe_scenarios, resolve, scenario_named
+from loadtests.bench import (
+    BenchError,
+    BenchOptions,
+    describe_scenarios,
+    reproducing_command,
+    resolve,
+    scenario_named,
+)
 from loadtests.designs import DESIGNS
 from loadtests.engine import cpu
 
@@ -79,3 +86,14 @@ def test_pinning_on_one_core_says_so_and_pins_nothing(monkeypatch: pytest.Monkey
         "pinned": False,
         "reason": "1 core available, none to spare: ran unpinned",
     }
+
+
+def test_the_reported_command_names_the_scenario_it_ran() -> None:
+    typed = BenchOptions(design="shortener", command="lab bench shortener --step 2s")
+    named = BenchOptions(design="shortener", scenario="viral", command="lab bench shortener --scenario viral")
+
+    assert (
+        reproducing_command(resolve(typed, components=[]), typed)
+        == "lab bench shortener --step 2s --scenario zipf"
+    )
+    assert reproducing_command(resolve(named, components=[]), named) == "lab bench shortener --scenario viral"
