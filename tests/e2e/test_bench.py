@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from typer.testing import CliRunner
 
@@ -200,6 +201,16 @@ def test_flash_sale_bench_shows_the_naive_failure_and_the_hardened_fix(tmp_path:
     assert window["timeouts"] == 0  # every buyer answered within the deadline
 
 
+def _references_running(state_dir: Path) -> list[psutil.Process]:
+    """The lab's processes serving a reference endpoint of the shortener."""
+    return [
+        process
+        for process in psutil.process_iter(["environ"])
+        if "loadtests.shortener.references" in str(process.info.get("environ") or {})
+        and str(state_dir) in str(process.info.get("environ") or {})
+    ]
+
+
 def test_scenarios_are_listed_headline_first(tmp_path: Path) -> None:
     env = _private_lab_env(tmp_path / "lab")
     listed = subprocess.run(
@@ -217,10 +228,7 @@ def test_a_scenario_runs_its_reference_endpoints_pinned(shared_lab: dict[str, st
     args = ("shortener", "--scenario", "ceiling", "--variants", "bare-302,floor,hardened", "--pin")
     result = _bench(shared_lab, tmp_path, *args, *SMOKE, "--no-aa")
     assert result.returncode == 0, result.stderr[-3000:]
-    served = [
-        p for p in _processes_of(Path(shared_lab["LAB_STATE_DIR"])) if "served" in " ".join(p.cmdline())
-    ]
-    assert served == []  # what the bench served beside the lab stopped with it
+    assert _references_running(Path(shared_lab["LAB_STATE_DIR"])) == []  # stopped with the bench
     report = _report(tmp_path)
     assert report["scenario"] == "ceiling"
     assert report["command"].startswith("lab bench shortener --scenario ceiling")
