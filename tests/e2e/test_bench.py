@@ -201,6 +201,12 @@ def test_flash_sale_bench_shows_the_naive_failure_and_the_hardened_fix(tmp_path:
     assert window["timeouts"] == 0  # every buyer answered within the deadline
 
 
+def _a_wrong_answer(reason: str) -> bool:
+    """A redirect to a wrong Location, or an HTTP status that is not the 302 (status 0 is no answer
+    at all, a dropped connection: the machine's, not the endpoint's)."""
+    return "wrong Location" in reason or ("unexpected status" in reason and not reason.endswith("status 0"))
+
+
 def _references_running(state_dir: Path) -> list[psutil.Process]:
     """The lab's processes serving a reference endpoint of the shortener."""
     return [
@@ -241,7 +247,7 @@ def test_a_scenario_runs_its_reference_endpoints_pinned(shared_lab: dict[str, st
         (window,) = runs[label]["windows"]
         assert window["ok"] > 0
         reasons = read_failure_reasons(tmp_path / "report" / "round-1" / label)
-        assert not [r for r in reasons if "wrong Location" in r or "unexpected status" in r], reasons
+        assert not [r for r in reasons if _a_wrong_answer(r)], reasons
     assert runs["hardened"]["audit"]["holds"] is True
     assert report["pinning"]["asked"] is True
     assert report["pinning"]["pinned"] is True, report["pinning"]  # 2 cores: one each is allowed
