@@ -1,5 +1,10 @@
 """``lab bench``: rounds of the same load against each variant of a design, measured by the engine.
 
+A design's questions are its named scenarios (:mod:`loadtests.engine.scenario`, declared in
+``loadtests/<design>/scenarios.py``): each names its targets (the design's variants, a variant under
+other settings, reference endpoints the lab serves beside its own services), its load, its goals, its
+reset and its audit; ``lab bench DESIGN`` runs the design's headline scenario.
+
 Every round runs each target once, in a counterbalanced order
 (:func:`~loadtests.engine.verdicts.round_orders`), and by default one variant twice, under two labels,
 for an A/A comparison that shows the noise. A run is: reset the design's state, start the load
@@ -26,11 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from loadtests.chaos import ChaosRunner, ChaosStep, parse_timeline
-from loadtests.designs import DESIGNS, BenchContext, BenchDesign, Goal
-from loadtests.engine.cpu import CpuMeter
+from loadtests.designs import DESIGNS
+from loadtests.engine.cpu import CpuMeter, pin_apart, unpin
 from loadtests.engine.generator import LoadPlan, LoadResult, start_load
 from loadtests.engine.lab import RunningLab
 from loadtests.engine.recording import merged_tally
+from loadtests.engine.scenario import BenchContext, BenchDesign, Goal, Scenario, Target, not_audited
 from loadtests.engine.schedule import Schedule
 from loadtests.engine.summary import Slo, WindowSummary, series, windows
 from loadtests.engine.sweep import broke_at, knee, sweep_rates
@@ -48,8 +54,9 @@ class BenchError(ValueError):
 @dataclass(frozen=True)
 class BenchOptions:
     design: str
-    variants: tuple[str, ...] = ("naive", "hardened")
-    mode: str | None = None  # the design's own default when None
+    scenario: str | None = None  # the design's headline scenario when None
+    variants: tuple[str, ...] = ()  # the scenario's targets, by label, when empty
+    mode: str | None = None  # the scenario's own default when None
     rate: float | None = None  # mode "rate": requests per second
     steps: tuple[float, ...] = ()  # mode "sweep": the offered rates; the design's default when empty
     step_s: float = 4.0
@@ -62,6 +69,7 @@ class BenchOptions:
     aa: bool = True
     slo: Slo = field(default_factory=Slo)
     chaos: str = ""
+    pin: bool = False  # the generator and the services on separate cores, when there are cores to spare
     out: Path | None = None
     command: str = ""
 
@@ -90,6 +98,8 @@ class Plan:
     """Options resolved against the design's defaults, and checked."""
 
     design: BenchDesign
+    scenario: Scenario
+    targets: dict[str, Target]  # by label, the A/A run's label excluded
     mode: str
     labels: tuple[str, ...]
     chaos: list[ChaosStep]
@@ -100,36 +110,75 @@ class Plan:
     warmup_s: float
 
 
-def resolve(options: BenchOptions, lab: RunningLab) -> Plan:
-    design = DESIGNS.get(options.design)
+def design_named(name: str) -> BenchDesign:
+    design = DESIGNS.get(name)
     if design is None:
-        raise BenchError(f"unknown design {options.design!r}; choose one of {', '.join(DESIGNS)}")
-    unknown = [v for v in options.variants if v not in design.services]
-    if unknown or not options.variants:
-        raise BenchError(f"unknown variant(s) {unknown}; {design.name} has {', '.join(design.services)}")
-    mode = options.mode or design.mode
+        raise BenchError(f"unknown design {name!r}; choose one of {', '.join(DESIGNS)}")
+    return design
+
+
+def scenario_named(design_name: str, name: str | None) -> Scenario:
+    """The design's scenario called ``name`` (its headline one when None)."""
+    design = design_named(design_name)
+    scenario = design.scenarios.get(name or design.headline)
+    if scenario is None:
+        raise BenchError(
+            f"unknown scenario {name!r} of {design.name}; choose one of {', '.join(design.scenarios)}"
+        )
+    return scenario
+
+
+def describe_scenarios(design_name: str) -> list[str]:
+    """One line per scenario of the design: its name, mode, targets and question; the headline first."""
+    design = design_named(design_name)
+    ordered = [design.default, *(s for s in design.scenarios.values() if s.name != design.headline)]
+    return [
+        f"{s.name}{' (headline)' if s.name == design.headline else ''}: {s.mode}; "
+        f"{', '.join(t.label for t in s.targets)}. {s.question}"
+        for s in ordered
+    ]
+
+
+def resolve(options: BenchOptions, components: Sequence[str]) -> Plan:
+    """The options against the scenario's defaults, checked; ``components``: what a chaos timeline
+    may name. The ``lab`` command calls it before it brings the lab up, so bad options start nothing."""
+    design = design_named(options.design)
+    scenario = scenario_named(options.design, options.scenario)
+    variants = options.variants or tuple(t.label for t in scenario.targets)
+    unknown = [v for v in variants if scenario.target(v) is None]
+    if unknown:
+        labels = ", ".join(t.label for t in scenario.targets)
+        raise BenchError(f"unknown variant(s) {unknown}; {design.name} {scenario.name} has {labels}")
+    mode = options.mode or scenario.mode
     if mode not in MODES:
         raise BenchError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    if mode != "closed" and design.open_user is None:
-        raise BenchError(f"{design.name} is measured with closed-loop users only (--mode closed)")
-    deadline_s = options.deadline_s or design.deadline_s
-    warmup_s = design.warmup_s if options.warmup_s is None else options.warmup_s
+    if mode != "closed" and scenario.open_user is None:
+        raise BenchError(
+            f"{design.name} {scenario.name} is measured with closed-loop users only (--mode closed)"
+        )
+    deadline_s = options.deadline_s or scenario.deadline_s
+    warmup_s = scenario.warmup_s if options.warmup_s is None else options.warmup_s
     if options.rounds < 1 or options.processes < 1 or deadline_s <= 0 or warmup_s < 0:
         raise BenchError("--rounds and --processes must be at least 1, --deadline positive, --warmup ≥ 0")
+    targets = {label: target for label in variants if (target := scenario.target(label))}
+    known = [*components, *(t.component for t in targets.values() if t.app)]
     try:
-        chaos = parse_timeline(options.chaos, components=lab.components())
+        chaos = parse_timeline(options.chaos, components=list(dict.fromkeys(known)))
     except ValueError as exc:
         raise BenchError(str(exc)) from exc
-    labels = tuple(options.variants) + ((again_label(options.variants[-1]),) if options.aa else ())
     return Plan(
         design=design,
+        scenario=scenario,
+        targets=targets,
         mode=mode,
-        labels=labels,
+        labels=tuple(variants) + ((again_label(variants[-1]),) if options.aa else ()),
         chaos=chaos,
-        rate=options.rate or design.rate,
+        rate=options.rate or scenario.rate,
         steps=options.steps
-        or tuple(sweep_rates(start=design.sweep.start, factor=design.sweep.factor, steps=design.sweep.steps)),
-        users=options.users or design.users,
+        or tuple(
+            sweep_rates(start=scenario.sweep.start, factor=scenario.sweep.factor, steps=scenario.sweep.steps)
+        ),
+        users=options.users or scenario.users,
         deadline_s=deadline_s,
         warmup_s=warmup_s,
     )
@@ -138,20 +187,29 @@ def resolve(options: BenchOptions, lab: RunningLab) -> Plan:
 Say = Callable[[str], None]
 
 
-def apply_lab_env(design_name: str) -> None:
-    """The design's demo settings, where the user set none; inherited by the services the lab starts
-    next (a lab already running keeps its own)."""
-    design = DESIGNS.get(design_name)
-    for name, value in (design.lab_env if design else {}).items():
+def apply_lab_env(design_name: str, scenario_name: str | None = None) -> None:
+    """The scenario's settings, where the user set none; inherited by the services the lab starts
+    next (a lab already running keeps its own). Nothing for an unknown design or scenario: the
+    bench refuses those itself."""
+    try:
+        scenario = scenario_named(design_name, scenario_name)
+    except BenchError:
+        return
+    for name, value in scenario.lab_env.items():
         os.environ.setdefault(name, value)
 
 
 def run_bench(options: BenchOptions, *, lab: RunningLab, say: Say = lambda _: None) -> dict[str, Path]:
     from loadtests.engine.report import write_report  # matplotlib loads only when a report is written
 
-    plan = resolve(options, lab)
-    out_dir = options.out or Path("results") / f"{plan.design.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    plan = resolve(options, lab.components())
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out_dir = options.out or Path("results") / f"{plan.design.name}-{plan.scenario.name}-{stamp}"
     context = BenchContext(lab=lab)
+    for target in plan.targets.values():
+        if target.app is not None:
+            say(f"serving {target.label} beside the lab")
+            lab.serve(target.component, target.app)
     rounds = []
     for index, order in enumerate(round_orders(plan.labels, options.rounds)):
         runs = {}
@@ -175,19 +233,19 @@ def variant_of(label: str) -> str:
 def _run_target(
     plan: Plan, options: BenchOptions, context: BenchContext, label: str, run_dir: Path
 ) -> dict[str, Any]:
-    variant = variant_of(label)
+    target = plan.targets[variant_of(label)]
     run_dir.mkdir(parents=True, exist_ok=True)
-    plan.design.reset(context, variant)
-    component = plan.design.services[variant]
+    plan.scenario.reset(context, target)
+    component = target.component
     url = context.lab.url_of(component)
     run_id = uuid.uuid4().hex[:12]  # names what this run creates, so its audit finds exactly that
     load_plan = _load_plan(plan, options, url, run_dir, run_id)
     (run_dir / "run.json").write_text(
-        f'{{"run_id": "{run_id}", "variant": "{variant}", "users": {load_plan.users}}}'
+        f'{{"run_id": "{run_id}", "variant": "{target.variant}", "users": {load_plan.users}}}'
     )
-    result, cpu, applied = _measure(plan, context.lab, load_plan, run_dir)
+    result, cpu, applied, pinning = _measure(plan, options, context.lab, load_plan, run_dir)
     summaries = windows(result.recording, slo=options.slo)
-    audit = plan.design.audit(context, variant, run_dir)
+    audit = (plan.scenario.audit if target.audited else not_audited)(context, target, run_dir)
     tally = merged_tally(result.recording)
     return {
         "target": label,
@@ -202,17 +260,18 @@ def _run_target(
         "metrics": _metrics(summaries, cpu, component=component, mode=plan.mode),
         "audit": audit.to_json(),
         "chaos": applied,
+        "pinning": pinning,
     }
 
 
 def _load_plan(plan: Plan, options: BenchOptions, url: str, run_dir: Path, run_id: str) -> LoadPlan:
-    design = plan.design
-    env = {**design.load_env, "LAB_BENCH_RUN_ID": run_id}
+    scenario = plan.scenario
+    env = {**scenario.load_env, "LAB_BENCH_RUN_ID": run_id}
     common = {"host": url, "deadline_s": plan.deadline_s, "processes": options.processes, "env": env}
     if plan.mode == "closed":
         return LoadPlan(
-            locustfile=design.closed_locustfile or design.locustfile,
-            user_class=design.closed_user,
+            locustfile=scenario.closed_locustfile or scenario.locustfile,
+            user_class=scenario.closed_user,
             users=plan.users,
             duration_s=options.duration_s,
             warmup_s=plan.warmup_s,
@@ -223,11 +282,11 @@ def _load_plan(plan: Plan, options: BenchOptions, url: str, run_dir: Path, run_i
         if plan.mode == "sweep"
         else Schedule.constant(plan.rate, options.duration_s)
     )
-    assert design.open_user is not None  # resolve() refused an open loop without one
+    assert scenario.open_user is not None  # resolve() refused an open loop without one
     warmup_s = min(plan.warmup_s, options.step_s / 2) if plan.mode == "sweep" else plan.warmup_s
     return LoadPlan(
-        locustfile=design.locustfile,
-        user_class=design.open_user,
+        locustfile=scenario.locustfile,
+        user_class=scenario.open_user,
         schedule=schedule,
         warmup_s=warmup_s,
         **common,  # type: ignore[arg-type]
@@ -235,11 +294,14 @@ def _load_plan(plan: Plan, options: BenchOptions, url: str, run_dir: Path, run_i
 
 
 def _measure(
-    plan: Plan, lab: RunningLab, load_plan: LoadPlan, run_dir: Path
-) -> tuple[LoadResult, Any, list[dict[str, Any]]]:
-    """The load, the CPU of every process family over its window, and the chaos applied on its clock."""
+    plan: Plan, options: BenchOptions, lab: RunningLab, load_plan: LoadPlan, run_dir: Path
+) -> tuple[LoadResult, Any, list[dict[str, Any]], dict[str, Any]]:
+    """The load, the CPU of every process family over its window, the chaos applied on its clock,
+    and where the generator and the services ran (``--pin``)."""
     load = start_load(load_plan, out_dir=run_dir)
-    meter = CpuMeter({**lab.cpu_roots(), GENERATOR: load.pid}, generators=[GENERATOR])
+    services = lab.cpu_roots()
+    pinning = pin_apart(generator=load.pid, services=services.values()) if options.pin else UNPINNED
+    meter = CpuMeter({**services, GENERATOR: load.pid}, generators=[GENERATOR])
     meter.start()
     try:
         started = load.wait_started()
@@ -257,11 +319,16 @@ def _measure(
         meter.mark("window-end", at=result.started_monotonic + min(last.end_s, load_plan.run_s))
     finally:
         meter.stop()
+        if options.pin:
+            unpin(services.values())  # a lab that runs on after the bench gets all its cores back
     applied = [
         {**step.to_json(), "at_s": round(offset + (step.applied_at_s or step.at_s), 3)}
         for step in chaos.applied
     ]
-    return result, meter.window(), applied
+    return result, meter.window(), applied, pinning
+
+
+UNPINNED = {"asked": False, "pinned": False, "reason": "not asked (--pin pins the generator apart)"}
 
 
 def _cpu_report(cpu: Any, *, component: str, ok: int) -> dict[str, Any]:
@@ -302,14 +369,14 @@ def _metrics(summaries: Sequence[WindowSummary], cpu: Any, *, component: str, mo
 
 
 def _report(plan: Plan, options: BenchOptions, rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    design = plan.design
+    scenario = plan.scenario
     return {
-        "design": design.name,
-        "scenario": plan.mode,
-        "title": design.title,
-        "question": design.question,
-        "what_to_watch": design.what_to_watch,
-        "command": options.command or _command(plan, options),
+        "design": plan.design.name,
+        "scenario": scenario.name,
+        "title": scenario.title,
+        "question": scenario.question,
+        "what_to_watch": scenario.what_to_watch,
+        "command": reproducing_command(plan, options),
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "machine": machine_info(),
         "settings": _lab_settings_env(),
@@ -327,6 +394,8 @@ def _report(plan: Plan, options: BenchOptions, rounds: list[dict[str, Any]]) -> 
             "chaos": options.chaos,
         },
         "targets": list(plan.labels),
+        "references": [label for label, t in plan.targets.items() if not t.audited],
+        "pinning": _pinning(rounds),
         "rounds": rounds,
         "comparisons": [c.to_json() for c in _comparisons(plan, rounds)],
         "capacity": _capacity(rounds, plan.labels) if plan.mode == "sweep" else {},
@@ -341,8 +410,27 @@ def _lab_settings_env() -> dict[str, str]:
     }
 
 
+def reproducing_command(plan: Plan, options: BenchOptions) -> str:
+    """The user's own command, naming the scenario it ran (a headline may change), or one built
+    from the options."""
+    if not options.command:
+        return _command(plan, options)
+    named = "" if options.scenario else f" --scenario {shlex.quote(plan.scenario.name)}"
+    return options.command + named
+
+
+def _pinning(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where the runs ran: pinned only when every run was."""
+    runs = [run["pinning"] for r in rounds for run in r["runs"].values()]
+    failed = next((p for p in runs if not p["pinned"]), None)
+    return (failed or runs[0]) if runs else UNPINNED
+
+
 def _command(plan: Plan, options: BenchOptions) -> str:
-    words = ["lab", "bench", plan.design.name, "--mode", plan.mode, "--rounds", str(options.rounds)]
+    words = ["lab", "bench", plan.design.name, "--scenario", plan.scenario.name, "--mode", plan.mode]
+    words += ["--rounds", str(options.rounds)]
+    if options.variants:
+        words += ["--variants", ",".join(options.variants)]
     if plan.mode == "rate":
         words += ["--rate", f"{plan.rate:g}", "--duration", f"{options.duration_s:g}s"]
     elif plan.mode == "sweep":
@@ -353,6 +441,8 @@ def _command(plan: Plan, options: BenchOptions) -> str:
         words += ["--chaos", options.chaos]
     if not options.aa:
         words.append("--no-aa")
+    if options.pin:
+        words.append("--pin")
     return shlex.join(words)
 
 
@@ -367,7 +457,7 @@ def _bound(rounds: list[dict[str, Any]], *labels: str) -> bool:
 def _comparisons(plan: Plan, rounds: list[dict[str, Any]]) -> list[Comparison]:
     goals = [
         g
-        for g in plan.design.goals
+        for g in plan.scenario.goals
         if g.mode == plan.mode and {g.numerator, g.denominator} <= set(plan.labels)
     ]
     noise = _noise_goal(plan)

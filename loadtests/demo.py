@@ -104,14 +104,14 @@ def run_demo(acts: list[Act], *, lab: RunningLab, duration: str, users: int | No
 def _perform(
     act: Act, lab: RunningLab, duration_s: int, users: int | None, out: Path, console: Console
 ) -> dict[str, object]:
-    design = DESIGNS[act.design]
+    scenario = DESIGNS[act.design].default
     console.rule(f"[bold]{act.title}")
     console.print(act.intro)
-    console.print(f"[bold]What to watch:[/] {design.what_to_watch}")
+    console.print(f"[bold]What to watch:[/] {scenario.what_to_watch}")
     console.print(f"Running the naive variant, then the hardened one, {duration_s} s each.")
     options = BenchOptions(
         design=act.design,
-        mode="rate" if design.mode == "sweep" else design.mode,  # a class has no time for a sweep
+        mode="rate" if scenario.mode == "sweep" else scenario.mode,  # a class has no time for a sweep
         users=users or act.users,
         duration_s=duration_s,
         rounds=1,

@@ -1,4 +1,6 @@
-"""What every benchmark records next to its numbers: the machine, the versions, the commit."""
+"""What every benchmark records next to its numbers (the machine, the versions, the commit), the one
+reader of a service's Prometheus counters, and private embedded servers for a benchmark outside
+``lab bench`` (the Redis cluster client's)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.core.settings import RedisMode
 from services.lab.infra import InfraEndpoints
 from services.lab.settings import LabSettings
-from services.lab.state import LabState
 from services.lab.supervisor import Supervisor
 
 PACKAGES = (
@@ -83,36 +84,6 @@ def private_infra(state_dir: Path, *, redis_mode: RedisMode | None = None) -> It
         yield report.endpoints
     finally:
         supervisor.down()
-
-
-# -- CPU spent per process family: steadier than throughput on a shared machine -------------------
-
-
-def family_cpu_s(root_pids: list[int]) -> dict[int, float]:
-    """CPU seconds so far of every process under ``root_pids`` (PostgreSQL backends included)."""
-    spent: dict[int, float] = {}
-    for root in root_pids:
-        try:
-            parent = psutil.Process(root)
-            family = [parent, *parent.children(recursive=True)]
-        except psutil.Error:
-            continue
-        for process in family:
-            try:
-                times = process.cpu_times()
-            except psutil.Error:
-                continue
-            spent[process.pid] = times.user + times.system
-    return spent
-
-
-def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
-    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
-
-
-def infra_pids(state_dir: Path) -> list[int]:
-    records = LabState.load(state_dir).processes
-    return [records[name].pid for name in ("postgres", "redis") if name in records]
 
 
 def counter(url: str, name: str, labels: Mapping[str, str] | None = None) -> float:

@@ -436,3 +436,35 @@ def _threads_of(process: psutil.Process) -> list[Any]:
 def _set_affinity(thread: int, cores: Sequence[int]) -> None:
     with contextlib.suppress(ProcessLookupError):  # the thread ended between listing and pinning
         os.sched_setaffinity(thread, cores)
+
+
+def pin_apart(*, generator: int, services: Iterable[int]) -> dict[str, Any]:
+    """The load generator's family on the last core this process may use, every other family (the
+    services, their workers, PostgreSQL, Valkey, the broker) on the rest: they no longer compete for
+    a core. On a machine with fewer than two cores there is nothing to spare: nothing is pinned and
+    the result says so."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        reason = f"{len(cores)} core available, none to spare: ran unpinned"
+        return {"asked": True, "pinned": False, "reason": reason}
+    generator_cores, service_cores = cores[-1:], cores[:-1]
+    results = [
+        pin_to_cores(generator, generator_cores),
+        *(pin_to_cores(pid, service_cores) for pid in services),
+    ]
+    refused = [result.reason for result in results if not result.pinned]
+    return {
+        "asked": True,
+        "pinned": not refused,
+        "generator_cores": generator_cores,
+        "service_cores": service_cores,
+        "reason": "; ".join(refused)
+        or f"load generator on core(s) {generator_cores}, services and infrastructure on {service_cores}",
+    }
+
+
+def unpin(pids: Iterable[int]) -> None:
+    """Every core back to these families (best effort: a process may be gone)."""
+    cores = os.sched_getaffinity(0)
+    for pid in pids:
+        pin_to_cores(pid, cores)

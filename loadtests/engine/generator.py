@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -34,6 +35,10 @@ from loadtests.engine.recording import Recording, merged
 from loadtests.engine.schedule import Schedule
 
 STOP_MARGIN_S = 2.0
+# Locust's --run-time counts from its start, before the users' set-up (the shortener's users create
+# their links first); the run itself ends on the load's own clock (see RunningLoad.finish), and the
+# run time is only the net below it, this much longer.
+SETUP_ALLOWANCE_S = 120.0
 MAX_EXTRA_WAIT_S = 90.0  # start-up and shutdown of Locust itself, beyond the run
 START_TIMEOUT_S = 60.0
 # The environment every process of one run must share (the workers' plan is checked against it).
@@ -95,6 +100,7 @@ class RunningLoad:
     def __init__(self, plan: LoadPlan, out_dir: Path) -> None:
         self.plan = plan
         self.out_dir = out_dir
+        self._started: float | None = None
         self._log: IO[bytes] = (out_dir / "locust.log").open("wb")
         self._child = subprocess.Popen(
             _argv(plan),
@@ -110,17 +116,21 @@ class RunningLoad:
 
     def wait_started(self) -> float:
         """The monotonic time the generator's first process began its run (its t = 0)."""
+        if self._started is not None:
+            return self._started
         deadline = time.monotonic() + START_TIMEOUT_S
         while not (clocks := list(self.out_dir.glob("clock-*.json"))):
             if self._child.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"the load generator did not start:\n{_tail(self.out_dir / 'locust.log')}")
             time.sleep(0.05)
-        return min(float(json.loads(path.read_text())["started_monotonic"]) for path in clocks)
+        self._started = min(float(json.loads(path.read_text())["started_monotonic"]) for path in clocks)
+        return self._started
 
     def finish(self) -> LoadResult:
         try:
-            self._child.wait(timeout=self.plan.run_s + self.plan.deadline_s + MAX_EXTRA_WAIT_S)
+            self._end_on_the_loads_clock()
+            self._child.wait(timeout=MAX_EXTRA_WAIT_S)
         except BaseException:  # a hang or Ctrl-C: never leave a load generator running
             self.stop()
             raise
@@ -130,6 +140,15 @@ class RunningLoad:
             log = _tail(self.out_dir / "locust.log")
             raise RuntimeError(f"locust exited with {self._child.returncode}:\n{log}")
         return _read_back(self.out_dir, processes=self.plan.processes)
+
+    def _end_on_the_loads_clock(self) -> None:
+        """Stop Locust (SIGTERM: its graceful stop, as at the end of its run time) once the run, the
+        last request's deadline and a margin have passed since the load's t = 0."""
+        end = self.wait_started() + self.plan.run_s + self.plan.deadline_s + STOP_MARGIN_S
+        try:
+            self._child.wait(timeout=max(0.0, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self._child.send_signal(signal.SIGTERM)
 
     def stop(self) -> None:
         if self._child.poll() is None:
@@ -183,7 +202,7 @@ def _argv(plan: LoadPlan) -> list[str]:
     argv = [
         sys.executable, "-m", "locust", "-f", str(plan.locustfile), plan.user_class,
         "--headless", "--host", plan.host, "--users", str(users), "--spawn-rate", str(users),
-        "--run-time", f"{round(plan.run_s + plan.deadline_s + STOP_MARGIN_S)}s",
+        "--run-time", f"{round(plan.run_s + plan.deadline_s + STOP_MARGIN_S + SETUP_ALLOWANCE_S)}s",
         "--stop-timeout", str(round(plan.deadline_s + 1)), "--only-summary", "--loglevel", "WARNING",
     ]  # fmt: skip
     if plan.master_bind is not None:

@@ -7,8 +7,22 @@ anything that has them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """An HTTP app the lab does not run by itself: a reference endpoint of a scenario (a bare
+    ``302``…) or a variant under other settings. ``app_factory`` is ``module:function`` taking the
+    variant; the lab serves it the way it serves its own services (same servers, same settings,
+    ``env`` on top), under the component name the runner gives it."""
+
+    app_factory: str
+    variant: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    workers: int = 1
 
 
 class Endpoints(Protocol):
@@ -29,7 +43,13 @@ class RunningLab(Protocol):
     def endpoints(self) -> Endpoints: ...
 
     def url_of(self, component: str) -> str:
-        """The base URL of a service the lab runs (``shortener-hardened``…)."""
+        """The base URL of a service the lab runs or serves (``shortener-hardened``…)."""
+        ...
+
+    def serve(self, component: str, app: AppSpec) -> None:
+        """Serve ``app`` as ``component`` until the lab is handed back (nothing when it already
+        does); from then on it is a component like the others: ``url_of``, ``restart``,
+        ``cpu_roots``."""
         ...
 
     def restart(self, components: Sequence[str]) -> None:

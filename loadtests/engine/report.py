@@ -456,7 +456,27 @@ def provenance(report: Doc) -> list[str]:
         load_sentence(report),
         f"SLO: p99 of ok answers ≤ {report['slo']['p99_ms']:g} ms and errors ≤ "
         f"{report['slo']['max_errors']:.1%} of what was offered.",
+        *reference_sentence(report),
+        pinning_sentence(report),
     ]
+
+
+def reference_sentence(report: Doc) -> list[str]:
+    references = report.get("references", [])
+    if not references:
+        return []
+    return [
+        f"Reference endpoints, served beside the lab, with no invariants claimed: {', '.join(references)}."
+    ]
+
+
+def pinning_sentence(report: Doc) -> str:
+    pinning = report.get("pinning") or {"asked": False, "reason": "not asked"}
+    if pinning.get("pinned"):
+        return f"Pinned: {pinning['reason']}."
+    if pinning.get("asked"):
+        return f"Not pinned (asked for with --pin): {pinning['reason']}."
+    return "Not pinned: the load generator shares every core with the services (--pin puts it apart)."
 
 
 def load_sentence(report: Doc) -> str:
@@ -466,7 +486,7 @@ def load_sentence(report: Doc) -> str:
     common += f"process(es), {rounds} interleaved round(s)"
     if report["mode"] == "sweep":
         steps = " → ".join(f"{step:g}" for step in load["steps"])
-        return f"Open loop, stepped sweep {steps} req/s, {load['duration_s']:g} s per step; {common}."
+        return f"Open loop, stepped sweep {steps} req/s, {load['step_s']:g} s per step; {common}."
     if report["mode"] == "closed":
         return f"Closed loop: {load['users']} users for {load['duration_s']:g} s per run; {common}."
     return f"Open loop at {load['rate']:g} req/s for {load['duration_s']:g} s per run; {common}."

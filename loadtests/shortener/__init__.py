@@ -1,1 +1,1 @@
-"""Load profiles and the ceiling app for the shortener benchmark (``python -m loadtests.shortener_bench``)."""
+"""The URL shortener's load: Locust users, scenarios, audit and reference endpoints."""

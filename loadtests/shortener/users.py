@@ -24,12 +24,14 @@ import uuid
 from pathlib import Path
 from typing import ClassVar
 
+from gevent.pool import Pool
 from locust import FastHttpUser, constant, task
 
 from loadtests.engine.openloop import OpenLoopUser
 from loadtests.shapes import selected_shape
 
 PROFILE = os.environ.get("LAB_SHORTENER_PROFILE", "zipf")
+SEEDING_CONCURRENCY = 20
 
 
 def _codes() -> list[str]:
@@ -59,8 +61,11 @@ class ShortenerRequests(FastHttpUser):
         if PROFILE == "creates" or ShortenerRequests.codes or ShortenerRequests.seeding:
             return
         ShortenerRequests.seeding = True  # gevent: the other users wait below, they do not seed too
-        seeded = [self._create() for _ in range(int(os.environ.get("LAB_SHORTENER_SEED_LINKS", "1000")))]
-        codes = [code for code in seeded if code]
+        wanted = int(os.environ.get("LAB_SHORTENER_SEED_LINKS", "1000"))
+        # Many creates in flight at once: the set-up counts against the generator's run time, and one
+        # create after another takes seconds on a busy machine.
+        seeders = Pool(SEEDING_CONCURRENCY)
+        codes = [code for code in seeders.imap_unordered(lambda _: self._create(), range(wanted)) if code]
         ShortenerRequests.cum_weights = zipf_cum_weights(
             len(codes), s=float(os.environ.get("LAB_SHORTENER_ZIPF_S", "1.0"))
         )

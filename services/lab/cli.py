@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from services.lab import processes
+from services.lab import processes, registry
 from services.lab.infra import Broker, InfraError
 from services.lab.settings import InfraMode, LabSettings
 from services.lab.supervisor import LabError, Supervisor
@@ -59,6 +59,17 @@ def _fail(message: str) -> NoReturn:
 
 def _supervisor(settings: LabSettings) -> Supervisor:
     return Supervisor(settings, report=lambda line: console.print(f"  {line}", style="dim"))
+
+
+def _design_supervisor(settings: LabSettings, design: str) -> Supervisor:
+    """A supervisor of the infrastructure and ``design``'s services and workers alone: a bench that
+    brings the lab up starts only what it measures (a lab already running keeps the rest)."""
+    return Supervisor(
+        settings,
+        services=[spec for spec in registry.SERVICES if spec.design == design],
+        workers=[spec for spec in registry.WORKERS if spec.design == design],
+        report=lambda line: console.print(f"  {line}", style="dim"),
+    )
 
 
 @app.command()
@@ -163,7 +174,13 @@ def _follow(path: Path) -> None:
 @app.command()
 def bench(
     design: Annotated[str, typer.Argument(help="ratelimit, shortener or orders")],
-    variants: Annotated[str, typer.Option(help="comma-separated")] = "naive,hardened",
+    scenario: Annotated[
+        str | None, typer.Option(help="one of the design's questions (default: its headline one)")
+    ] = None,
+    list_scenarios: Annotated[
+        bool, typer.Option("--list-scenarios", help="list the design's scenarios and exit")
+    ] = False,
+    variants: Annotated[str, typer.Option(help="comma-separated targets (default: the scenario's)")] = "",
     mode: Annotated[
         str | None, typer.Option(help="rate (open loop), sweep (open loop, stepped) or closed (users)")
     ] = None,
@@ -184,23 +201,32 @@ def bench(
     slo_errors: Annotated[float, typer.Option(min=0, max=0.99, help="SLO: error fraction")] = 0.01,
     out: Annotated[Path | None, typer.Option(help="report folder")] = None,
     chaos: Annotated[str, typer.Option(help="e.g. 'kafka:pause@3s,kafka:resume@6s'")] = "",
+    pin: Annotated[
+        bool, typer.Option("--pin", help="the load generator on its own core, the services on the others")
+    ] = False,
     infra: InfraOption = None,
 ) -> None:
-    """Rounds of the same load against each variant of a design, measured exactly; the report."""
+    """Rounds of the same load against each target of a design's scenario, measured exactly; the report."""
     from loadtests.bench import (
         BenchError,
         BenchOptions,
         apply_lab_env,
+        describe_scenarios,
         parse_duration,
         parse_rates,
+        resolve,
         run_bench,
     )
     from loadtests.engine.summary import Slo
     from services.lab.benchlab import running_lab
 
     try:
+        if list_scenarios:
+            sys.stdout.write("\n".join(describe_scenarios(design)) + "\n")
+            return
         options = BenchOptions(
             design=design,
+            scenario=scenario,
             variants=tuple(v.strip() for v in variants.split(",") if v.strip()),
             mode="sweep" if sweep else mode,
             rate=rate,
@@ -215,16 +241,18 @@ def bench(
             aa=aa,
             slo=Slo(p99_ms=slo_p99_ms, max_errors=slo_errors),
             chaos=chaos,
+            pin=pin,
             out=out,
             command=shlex.join(["lab", "bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else "",
         )
-        supervisor = _supervisor(_settings(infra=infra))
+        supervisor = _design_supervisor(_settings(infra=infra), design)
+        resolve(options, supervisor.known_components())  # bad options start nothing
         reason = supervisor.cannot_run(design)
         if reason is not None:
             _fail(reason)
         if "mine" in options.variants and not supervisor.serves(f"{design}-mine"):
             _fail(f"no {design} variant of yours to bench: run 'lab exercise start {design}' first")
-        apply_lab_env(design)
+        apply_lab_env(design, scenario)
         with running_lab(supervisor, say=_say) as lab:
             paths = run_bench(options, lab=lab, say=_say)
     except (BenchError, LabError, InfraError, ValueError) as exc:
@@ -299,11 +327,13 @@ def locust(
     settings = _settings()
     supervisor = _supervisor(settings)
     bench_design = DESIGNS.get(design)
-    if bench_design is None or variant not in bench_design.services:
+    scenario = bench_design.default if bench_design else None
+    target = scenario.target(variant) if scenario else None
+    if scenario is None or target is None or target.app is not None:
         _fail(f"unknown design or variant {design!r} {variant!r}; designs: {', '.join(DESIGNS)}")
-    host = supervisor.url_of(bench_design.services[variant])
+    host = supervisor.url_of(target.component)
     console.print(f"Locust web UI on http://{settings.host}:{port} driving {host} (Ctrl-C to stop)")
-    argv = [sys.executable, "-m", "locust", "-f", str(bench_design.locustfile), "--host", host,
+    argv = [sys.executable, "-m", "locust", "-f", str(scenario.locustfile), "--host", host,
             "--web-host", settings.host, "--web-port", str(port)]  # fmt: skip
     with contextlib.suppress(KeyboardInterrupt):
         subprocess.run(argv, check=False)

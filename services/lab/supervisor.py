@@ -105,7 +105,7 @@ class Supervisor:
                 already_running=[c.name for c in components if c.name in state.processes],
                 stale_cleaned=list(state.stale),
             )
-            self._start_all(pending, state=state, env=self._child_env(endpoints))
+            self._start_all(pending, state=state, env=self.service_env(endpoints))
             outcome.started = [c.name for c in pending]
             state.save()
             return outcome
@@ -188,7 +188,9 @@ class Supervisor:
                     f"{component.port_setting}=<another port>. Nothing was started."
                 )
 
-    def _child_env(self, endpoints: InfraEndpoints) -> dict[str, str]:
+    def service_env(self, endpoints: InfraEndpoints) -> dict[str, str]:
+        """The environment every service and worker starts with: the infrastructure, the other
+        services' URLs, the admin token."""
         service_urls = {
             spec.url_setting: self.service_url(spec) for spec in self.services if spec.url_setting
         }

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.designs import most_in_any_window
+from loadtests.ratelimit.audit import most_in_any_window
 from services.lab.exercises.ratelimit import EDGE_LIMIT, EDGE_WINDOW_S, admitted_around_a_window_edge
 from services.lab.infra import InfraEndpoints
 from services.ratelimit.settings import RateLimitSettings

@@ -169,7 +169,8 @@ def report_document(
 def _load(mode: Mode) -> Doc:
     load: Doc = {
         "rate": RATE,
-        "duration_s": STEP_S if mode == "sweep" else DURATION_S,
+        "step_s": STEP_S,  # as the bench writes it: a sweep's steps, a rate or closed run's duration
+        "duration_s": DURATION_S,
         "warmup_s": WARMUP_S,
         "deadline_s": DEADLINE_S,
         "processes": 1,

@@ -58,6 +58,11 @@ def _check_lab(args: list[str]) -> None:
     design = context.params.get("design")
     if design is not None:
         assert design in DESIGNS, f"the docs use design {design!r}; the bench has {sorted(DESIGNS)}"
+        scenario = context.params.get("scenario")
+        known = DESIGNS[design].scenarios
+        assert scenario is None or scenario in known, (
+            f"{design} has no scenario {scenario!r}: {sorted(known)}"
+        )
     which = context.params.get("which")
     if which is not None:
         assert which == "all" or which in ACTS, f"no demo called {which!r}"

@@ -1,4 +1,4 @@
-"""The load-test lab's pieces without I/O: durations, timelines, shapes, percentiles, reports."""
+"""The load-test lab's pieces without I/O: durations, timelines, shapes, reports."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import pytest
 
 from loadtests.bench import BenchError, parse_duration
 from loadtests.chaos import TimelineError, parse_timeline
-from loadtests.locust_runner import percentile, summarize
 from loadtests.shapes import ShapeKnobs, users_at
 
 COMPONENTS = ["postgres", "redis", "kafka", "ratelimit-naive"]
@@ -50,21 +49,3 @@ def test_shapes() -> None:
     assert users_at("ramp", knobs, 25) == 25
     assert [users_at("spike", knobs, t) for t in (10, 45, 69, 80)] == [10, 100, 100, 10]
     assert users_at("steady", knobs, 100) is None
-
-
-def test_percentiles_from_a_histogram() -> None:
-    histogram = {1.0: 50, 2.0: 40, 10.0: 9, 100.0: 1}
-    assert [percentile(histogram, f) for f in (0.5, 0.9, 0.99, 1.0)] == [1.0, 2.0, 10.0, 100.0]
-
-
-def test_summary_merges_request_names() -> None:
-    entry = {
-        "num_requests": 10,
-        "num_failures": 1,
-        "start_time": 100.0,
-        "last_request_timestamp": 110.0,
-        "max_response_time": 9.0,
-        "response_times": {"1": 9, "9": 1},
-    }
-    summary = summarize([entry, {**entry, "num_failures": 0}])
-    assert (summary.requests, summary.failures, summary.throughput_rps, summary.p99_ms) == (20, 1, 2.0, 9.0)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from loadtests.designs import most_in_any_window
+from loadtests.ratelimit.audit import most_in_any_window
 from services.lab.exercises.scaffold import Flaw, ScaffoldSpec
 from services.lab.exercises.serving import serve_variant
 from services.lab.exercises.stages import CheckContext, Exercise, Measured, Stage, at_most, exactly

@@ -1,0 +1,1 @@
+"""The order flow's load: Locust users, scenarios and audit."""

@@ -1,0 +1,1 @@
+"""The rate limiter's load: Locust users, scenarios, audit and reference endpoints."""

@@ -1,0 +1,80 @@
+"""The rate limiter's reset and audit: over-admitted requests of the hot keys, from the admissions
+the Locust users recorded with the server's own time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import redis
+
+from loadtests.engine.scenario import AuditResult, BenchContext, Target
+from loadtests.environment import counter
+
+# Admissions are timed by the server (served_at), a little after the limiter decided; two
+# admissions exactly one window apart can appear a few milliseconds closer. Not a violation.
+TIMING_TOLERANCE_S = 0.05
+
+
+def reset_ratelimit(context: BenchContext, target: Target) -> None:
+    """The service restarts, so each run's decision counters start at zero (and the naive counts,
+    which live in its processes, with them); the counts kept in Redis are removed."""
+    context.lab.restart([target.component])
+    client = redis.Redis.from_url(context.endpoints.redis_url)
+    try:
+        keys = [*client.scan_iter(match="rl:*", count=1000), *client.scan_iter(match="LIMITS*", count=1000)]
+        for start in range(0, len(keys), 500):
+            client.unlink(*keys[start : start + 500])
+    finally:
+        client.close()
+
+
+def most_in_any_window(timestamps: list[float], *, window_s: float) -> int:
+    """The largest number of timestamps inside any half-open interval of length ``window_s``."""
+    ordered = sorted(timestamps)
+    most, start = 0, 0
+    for end, stamp in enumerate(ordered):
+        while stamp - ordered[start] >= window_s:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+def audit_ratelimit(context: BenchContext, target: Target, run_dir: Path) -> AuditResult:
+    """Over-admitted requests: for each hot key, admissions beyond the limit in its busiest window."""
+    from services.ratelimit.settings import RateLimitSettings
+
+    settings = RateLimitSettings()
+    admitted: dict[str, list[float]] = {}
+    for path in run_dir.glob("admitted-*.json"):
+        for key, stamps in json.loads(path.read_text()).items():
+            admitted.setdefault(key, []).extend(stamps)
+    window = settings.ratelimit_window_s - TIMING_TOLERANCE_S
+    busiest = {key: most_in_any_window(stamps, window_s=window) for key, stamps in admitted.items()}
+    over = sum(max(0, most - settings.ratelimit_limit) for most in busiest.values())
+    unchecked = _unchecked_decisions(context.lab.url_of(target.component))
+    return AuditResult(
+        invariants={
+            "over_admitted_requests": over,
+            "degraded_checks": unchecked["degraded"],
+            "shed_requests": unchecked["shed"],
+            "hot_keys": len(busiest),
+            "limit_per_window": settings.ratelimit_limit,
+            "most_admitted_in_one_window": max(busiest.values(), default=0),
+        },
+        holds=over == 0 and unchecked["degraded"] == 0 and bool(busiest),
+        explanation=(
+            f"each hot key may get {settings.ratelimit_limit} requests per {settings.ratelimit_window_s} s; "
+            f"the busiest got {max(busiest.values(), default=0)}; {unchecked['degraded']} checks were "
+            f"admitted unchecked (degraded) and {unchecked['shed']} requests shed"
+        ),
+    )
+
+
+def _unchecked_decisions(url: str) -> dict[str, int]:
+    """The run's requests that no check counted: admitted because the store failed (degraded), or
+    refused with 503 because the server had too many checks in flight (shed)."""
+    return {
+        "degraded": int(counter(url, "ratelimit_decisions", {"outcome": "degraded"})),
+        "shed": int(counter(url, "ratelimit_shed")),
+    }
