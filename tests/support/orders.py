@@ -1,67 +1,38 @@
-"""Helpers for the order-flow tests: the services of one lab, buyers, and the workers."""
+"""Helpers for the order-flow tests: buyers, audits, and (from ``loadtests.orders.services``) the
+services of one lab and its workers."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 
+from loadtests.orders.services import (
+    ADMIN_TOKEN,
+    OrdersLab,
+    admin_headers,
+    fresh_topics,
+    run_orders_lab,
+    settings_for,
+)
 from services.lab.standalone import run_worker
 from services.orders.audit import SaleAudit, audit_sale
 from services.orders.settings import OrdersSettings
-from tests.support.servers import RunningApp, run_app
 
-__all__ = ["run_worker"]  # the tests import it from here, next to the other orders helpers
-
-ADMIN_TOKEN = "orders-test-token"
-ORDERS_APP = "services.orders.app:create_app"
-INVENTORY_APP = "services.orders.inventory:create_app"
-GATEWAY_APP = "services.orders.gateway:create_app"
-
-
-@dataclass(frozen=True)
-class OrdersLab:
-    orders: RunningApp
-    inventory: RunningApp
-    gateway: RunningApp
-    env: dict[str, str]
-
-
-@contextmanager
-def run_orders_lab(
-    variant: str,
-    *,
-    env: Mapping[str, str],
-    log_dir: Path,
-    workers: int = 1,
-    orders_env: Mapping[str, str] | None = None,
-) -> Iterator[OrdersLab]:
-    """Inventory, gateway and one orders variant, wired to each other, each under real uvicorn;
-    ``orders_env`` goes to the orders service only."""
-    base = {"LAB_ADMIN_TOKEN": ADMIN_TOKEN, **env}
-    with ExitStack() as stack:
-        inventory = stack.enter_context(run_app(INVENTORY_APP, "inventory", env=base, log_dir=log_dir))
-        gateway = stack.enter_context(run_app(GATEWAY_APP, "gateway", env=base, log_dir=log_dir))
-        wired = {
-            **base,
-            "LAB_ORDERS_INVENTORY_URL": inventory.url,
-            "LAB_ORDERS_PAYMENT_GATEWAY_URL": gateway.url,
-        }
-        orders_only = {**wired, **(orders_env or {})}
-        orders = stack.enter_context(
-            run_app(ORDERS_APP, variant, env=orders_only, log_dir=log_dir, workers=workers)
-        )
-        yield OrdersLab(orders=orders, inventory=inventory, gateway=gateway, env=wired)
-
-
-def admin_headers() -> dict[str, str]:
-    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+# The tests import these from here, next to the other orders helpers.
+__all__ = [
+    "ADMIN_TOKEN",
+    "OrdersLab",
+    "admin_headers",
+    "fresh_topics",
+    "run_orders_lab",
+    "run_worker",
+    "settings_for",
+]
 
 
 async def open_sale(client: httpx.AsyncClient, *, sku: str, stock: int, price_cents: int = 1999) -> None:
@@ -138,30 +109,6 @@ async def wait_until(predicate: Any, *, timeout_s: float, interval_s: float = 0.
         if asyncio.get_running_loop().time() > deadline:
             return False
         await asyncio.sleep(interval_s)
-
-
-def settings_for(env: Mapping[str, str]) -> OrdersSettings:
-    """What an audit or a reader needs of the settings of services started with ``env``: the
-    servers, and the test's own topics (:func:`fresh_topics`)."""
-    return OrdersSettings(
-        postgres_url=env["LAB_POSTGRES_URL"],
-        kafka_bootstrap=env["LAB_KAFKA_BOOTSTRAP"],
-        orders_topic=env["LAB_ORDERS_TOPIC"],
-        orders_dlq_topic=env["LAB_ORDERS_DLQ_TOPIC"],
-        orders_naive_topic=env["LAB_ORDERS_NAIVE_TOPIC"],
-    )
-
-
-def fresh_topics() -> dict[str, str]:
-    """Topics and consumer groups of one test alone: the broker is shared by the whole session, and
-    no other test's events may reach this one's consumers or audits."""
-    unique = uuid.uuid4().hex[:8]
-    return {
-        "LAB_ORDERS_TOPIC": f"orders.events.{unique}",
-        "LAB_ORDERS_DLQ_TOPIC": f"orders.events.{unique}.dlq",
-        "LAB_ORDERS_NAIVE_TOPIC": f"orders.naive.events.{unique}",
-        "LAB_ORDERS_CONSUMER_GROUP_PREFIX": f"orders-{unique}",
-    }
 
 
 async def buy(client: httpx.AsyncClient, sku: str, buyer: str, **options: Any) -> httpx.Response:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loadtests.faults import Answer, Audit, Bound, Cell, Timeline, classify, summarize, violations
+from loadtests.faults.model import Answer, Audit, Bound, Cell, Timeline, classify, summarize, violations
 
 TIMELINE = Timeline(fault_at=1.0, recovered_at=3.0)
 CELL = Cell("orders", "hardened", "postgres", "kill")

@@ -28,8 +28,9 @@ DESIGNS = ("shortener", "ratelimit", "orders")
 LOADTESTS_STILL_USING_THE_LAB = frozenset(
     {
         "loadtests.environment",
-        "loadtests.fault_scenarios",
-        "loadtests.fault_targets",
+        "loadtests.faults.scenarios",
+        "loadtests.faults.targets",
+        "loadtests.orders.services",
         "loadtests.orders_bench",
         "loadtests.ratelimit_bench",
         "loadtests.shortener_bench",
