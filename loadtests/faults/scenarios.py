@@ -85,6 +85,26 @@ def one_app(app_factory: str) -> ServicesStarter:
     return start
 
 
+@dataclass
+class OnServices:
+    """What each design's scenario stands on: the matrix's servers, its cell, the design's services."""
+
+    lab: FaultLab
+    cell: Cell
+    services: Services
+
+    @property
+    def base_url(self) -> str:
+        return self.services.app.url
+
+    def _faultable(self, *servers: str) -> dict[str, Target]:
+        """The named servers, and one of the service's two uvicorn workers."""
+        return {
+            **{name: self.lab.server(name) for name in servers},
+            "worker": OneUvicornWorker(self.services.app),
+        }
+
+
 # -- URL shortener -------------------------------------------------------------------------------
 
 SHORTENER_APP = "services.shortener.app:create_app"
@@ -93,25 +113,14 @@ CLICKS_QUERY = "SELECT coalesce(sum(clicks), 0) FROM shortener_{variant}.links W
 
 
 @dataclass
-class ShortenerScenario:
+class ShortenerScenario(OnServices):
     """Redirects over a few links; every redirect served must be one click counted."""
 
-    lab: FaultLab
-    cell: Cell
-    services: Services
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     codes: list[str] = field(default_factory=list)
 
-    @property
-    def base_url(self) -> str:
-        return self.services.app.url
-
     def targets(self) -> Mapping[str, Target]:
-        return {
-            "postgres": self.lab.server("postgres"),
-            "redis": self.lab.server("redis"),
-            "worker": OneUvicornWorker(self.services.app),
-        }
+        return self._faultable("postgres", "redis")
 
     async def prepare(self, client: httpx.AsyncClient) -> None:
         for number in range(LINKS):
@@ -178,20 +187,13 @@ RATELIMIT_APP = "services.ratelimit.app:create_app"
 
 
 @dataclass
-class RateLimitScenario:
+class RateLimitScenario(OnServices):
     """One client over its limit: the limiter must admit exactly the limit per window."""
 
-    lab: FaultLab
-    cell: Cell
-    services: Services
     key: str = field(default_factory=lambda: f"fault-{uuid.uuid4().hex[:12]}")
 
-    @property
-    def base_url(self) -> str:
-        return self.services.app.url
-
     def targets(self) -> Mapping[str, Target]:
-        return {"redis": self.lab.server("redis"), "worker": OneUvicornWorker(self.services.app)}
+        return self._faultable("redis")
 
     async def prepare(self, client: httpx.AsyncClient) -> None:
         pass
@@ -285,31 +287,19 @@ def order_flow(lab: FaultLab, variant: str, log_dir: Path) -> Iterator[Services]
 
 
 @dataclass
-class OrdersScenario:
+class OrdersScenario(OnServices):
     """Orders from new customers, each with a key of its own, for a sale that never sells out."""
 
-    lab: FaultLab
-    cell: Cell
-    services: Services
     sku: str = field(default_factory=lambda: f"fault-{uuid.uuid4().hex[:10]}")
     answered: set[str] = field(default_factory=set)
     broker_held: int = 0
-
-    @property
-    def base_url(self) -> str:
-        return self.services.app.url
 
     @property
     def settings(self) -> OrdersSettings:
         return settings_for(self.services.env)
 
     def targets(self) -> Mapping[str, Target]:
-        return {
-            "postgres": self.lab.server("postgres"),
-            "kafka": self.lab.server("kafka"),
-            "worker": OneUvicornWorker(self.services.app),
-            **self.services.workers,
-        }
+        return {**self._faultable("postgres", "kafka"), **self.services.workers}
 
     async def prepare(self, client: httpx.AsyncClient) -> None:
         response = await client.post(

