@@ -1,1 +1,2 @@
-"""The order flow's load: Locust users, scenarios and audit."""
+"""The order flow's load: Locust users, scenarios, the audit, and its services started the way the lab
+runs them (services.py)."""

@@ -10,6 +10,16 @@ a charge repeated after a failed transaction or a redelivery is replayed by the 
 twice. A message that fails ``orders_consumer_max_attempts`` times goes to ``orders.events.dlq``
 with the reason; while the consumer's own PostgreSQL is away, nothing is dead-lettered: the message
 waits for it (a killed database would otherwise send every message in flight to the DLQ, unpaid).
+
+After every rebalance each consumer checks that its positions belong to the logs it reads. The
+embedded broker keeps topics and offsets in memory: restarted, it comes back empty, and a commit of
+the old offsets still in flight can reach it once the topics exist again. The group then resumes at
+positions of a log that is gone: beyond the new log's end (Kafka would answer ``OFFSET_OUT_OF_RANGE``
+and ``auto_offset_reset`` would apply; the embedded broker waits for the log to grow that far), or
+inside it, past new events nobody read. A position is stale when it lies beyond its log's end or when
+the message just before it is not in this consumer's inbox; a stale partition is read again from its
+beginning, and the inbox absorbs what comes twice. The check costs one read per partition and
+rebalance.
 """
 
 from __future__ import annotations
@@ -24,7 +34,13 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.errors import KafkaError
 
 from services.core.problems import UNAVAILABLE_ERRORS
@@ -44,6 +60,7 @@ RETURNING deliveries
 """
 INSERT_NOTIFICATION = "INSERT INTO notifications (order_id, channel) VALUES ($1, $2) ON CONFLICT DO NOTHING"
 STORE_WAIT_MAX_S = 2.0  # the longest pause between two tries while the store is away
+FIRST_RECORD_POLLS = 10  # of 200 ms each: a partition silent for two seconds tells nothing
 
 
 @dataclass(frozen=True)
@@ -151,9 +168,11 @@ class InboxConsumer:
         )
         logger.error("dead_lettered consumer=%s message_id=%s reason=%s", self.name, message_id, reason)
 
-    async def consume(self, consumer: AIOKafkaConsumer) -> None:
+    async def consume(self, consumer: AIOKafkaConsumer, rebalances: Rebalances) -> None:
         """Process batch after batch; commit offsets only once the whole batch is handled."""
         while True:
+            if rebalances.unchecked:
+                rebalances.unchecked = not await self._rewind_stale_positions(consumer)
             batches = await consumer.getmany(
                 timeout_ms=500, max_records=self.settings.orders_consumer_max_records
             )
@@ -178,6 +197,89 @@ class InboxConsumer:
                     self.settings, [self.settings.orders_topic, self.settings.orders_dlq_topic]
                 )
 
+    async def _rewind_stale_positions(self, consumer: AIOKafkaConsumer) -> bool:
+        """Read again from its beginning each assigned partition whose position was committed in a
+        log that is gone (see the module's docstring); false when the broker or the inbox could not
+        tell (checked again before the next read)."""
+        try:
+            async with asyncio.timeout(self.settings.kafka_request_timeout_ms / 1000):
+                stale = await self._stale_partitions(consumer)
+                if stale:
+                    await consumer.seek_to_beginning(*stale)
+        except (KafkaError, TimeoutError, *UNAVAILABLE_ERRORS) as exc:
+            logger.warning("position_check_failed consumer=%s error=%r", self.name, exc)
+            return False
+        for tp in stale:
+            logger.warning("position_stale consumer=%s partition=%d", self.name, tp.partition)
+        return True
+
+    async def _stale_partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        """A position is stale when it lies beyond its log's end, or when the message just before it
+        is one this consumer never recorded: the offset was committed in another log."""
+        partitions = list(consumer.assignment())
+        ends = await consumer.end_offsets(partitions) if partitions else {}
+        positions = {tp: await consumer.position(tp) for tp in partitions}
+        readable = {tp: at for tp, at in positions.items() if 0 < at <= ends[tp]}
+        before = await messages_before(self.settings, readable)
+        return [
+            tp
+            for tp in partitions
+            if positions[tp] > ends[tp]
+            or (tp in before and not await self.pool.fetchval(ALREADY_RECORDED, self.name, before[tp]))
+        ]
+
+
+async def messages_before(
+    settings: OrdersSettings, positions: dict[TopicPartition, int]
+) -> dict[TopicPartition, str]:
+    """The message id of the record just before each position, where the log still has it (a record
+    removed by retention tells nothing, and is left out), read outside the consumer group."""
+    if not positions:
+        return {}
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",  # a record retention removed: the log's first, which tells nothing
+        request_timeout_ms=settings.kafka_request_timeout_ms,
+    )
+    await reader.start()
+    try:
+        reader.assign(list(positions))
+        for tp, position in positions.items():
+            reader.seek(tp, position - 1)
+        return await _first_records(reader, positions)
+    finally:
+        await reader.stop()
+
+
+async def _first_records(
+    reader: AIOKafkaConsumer, positions: dict[TopicPartition, int]
+) -> dict[TopicPartition, str]:
+    found: dict[TopicPartition, str] = {}
+    waiting = set(positions)
+    for _ in range(FIRST_RECORD_POLLS):
+        if not waiting:
+            break
+        batches = await reader.getmany(*waiting, timeout_ms=200, max_records=len(waiting))
+        for tp, records in batches.items():
+            waiting.discard(tp)
+            if records and records[0].offset == positions[tp] - 1:
+                found[tp] = _message_id(records[0])
+    return found
+
+
+class Rebalances(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Notes each new assignment, so that the consumer checks its positions before reading on."""
+
+    def __init__(self) -> None:
+        self.unchecked = False
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.unchecked = True
+
 
 def _message_id(record: ConsumerRecord) -> str:
     return (
@@ -186,9 +288,8 @@ def _message_id(record: ConsumerRecord) -> str:
     )
 
 
-def open_consumer(settings: OrdersSettings, *, name: str) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        settings.orders_topic,
+def open_consumer(settings: OrdersSettings, *, name: str, rebalances: Rebalances) -> AIOKafkaConsumer:
+    consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=f"{settings.orders_consumer_group_prefix}-{name}",
         enable_auto_commit=False,
@@ -197,6 +298,8 @@ def open_consumer(settings: OrdersSettings, *, name: str) -> AIOKafkaConsumer:
         heartbeat_interval_ms=settings.orders_kafka_heartbeat_interval_ms,
         request_timeout_ms=settings.kafka_request_timeout_ms,
     )
+    consumer.subscribe([settings.orders_topic], listener=rebalances)
+    return consumer
 
 
 async def run_consumer(
@@ -211,12 +314,13 @@ async def run_consumer(
         await ensure_topics(settings, [settings.orders_topic, settings.orders_dlq_topic])
         dlq = await stack.enter_async_context(open_kafka_producer(settings))
         handler = await make_handler(stack, settings)
-        consumer = open_consumer(settings, name=name)
+        rebalances = Rebalances()
+        consumer = open_consumer(settings, name=name, rebalances=rebalances)
         await consumer.start()
         stack.push_async_callback(consumer.stop)
         logger.info("consumer_started name=%s topic=%s", name, settings.orders_topic)
         worker = InboxConsumer(name=name, handler=handler, pool=pool, dlq=dlq, settings=settings)
-        await worker.consume(consumer)
+        await worker.consume(consumer, rebalances)
 
 
 async def _payments_handler(stack: AsyncExitStack, settings: OrdersSettings) -> Handler:

@@ -11,8 +11,11 @@ Only rows whose writing transaction is older than every transaction still runnin
 late cannot have its rows overtaken, and since rows are selected by ``published_at IS NULL`` rather
 than by a cursor, none is ever skipped. ``LISTEN orders_outbox`` wakes the relay when a transaction
 commits (after ``orders_relay_gather_ms``, so that one batch carries the commits of that window);
-polling every ``orders_relay_poll_interval_s`` covers a lost notification. When the broker
-is down the batch rolls back, the relay backs off exponentially and the rows wait.
+polling every ``orders_relay_poll_interval_s`` covers a lost notification, and the relay listens
+again on a new connection once a restarted PostgreSQL has closed the old one. When the broker or
+PostgreSQL is down the batch rolls back, the relay backs off exponentially and the rows wait; any
+outage the core counts as one (a connection a dying server left half way included) is waited out,
+never the end of the relay.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from services.core.problems import UNAVAILABLE_ERRORS
 from services.core.resources import apply_schema, open_kafka_producer, open_postgres_pool, read_resource
 from services.orders.events import ensure_topics, message_headers
 from services.orders.settings import OrdersSettings, schema_for
@@ -40,7 +44,13 @@ ORDER BY id LIMIT $1
 FOR UPDATE SKIP LOCKED
 """
 MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
-RELAY_ERRORS = (KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
+RELAY_ERRORS = (
+    KafkaError,
+    *UNAVAILABLE_ERRORS,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncio.TimeoutError,
+)
 
 
 @dataclass
@@ -65,6 +75,7 @@ class OutboxRelay:
     producer: AIOKafkaProducer
     settings: OrdersSettings
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    listener: asyncpg.Connection | None = None
 
     async def publish_batch(self) -> int:
         """Publish one batch; the number of rows published (0 when none is ready)."""
@@ -104,6 +115,7 @@ class OutboxRelay:
                 continue
             backoff.reset()
             if published < self.settings.orders_relay_batch_size:
+                await self._listen()
                 await self._wait_for_work()
 
     async def _recreate_topics(self) -> None:
@@ -124,6 +136,31 @@ class OutboxRelay:
 
     def on_notify(self, *_: object) -> None:
         self.wake.set()
+
+    async def _listen(self) -> None:
+        """LISTEN on a connection of its own, outside the pool, and again on a new one once
+        PostgreSQL closed it (a restart does): a relay listening on a dead connection is woken by
+        polling alone. Best effort, since polling covers a missed notification; retried next round."""
+        if self.listener is not None and not self.listener.is_closed():
+            return
+        await self.close_listener()
+        with suppress(*RELAY_ERRORS):
+            self.listener = await self._open_listener()
+            self.wake.set()  # commits made while nobody listened are claimed now
+
+    async def _open_listener(self) -> asyncpg.Connection:
+        conn = await asyncpg.connect(self.settings.postgres_url, timeout=self.settings.pg_command_timeout_s)
+        try:
+            await conn.add_listener(CHANNEL, self.on_notify)
+        except BaseException:
+            conn.terminate()
+            raise
+        return conn
+
+    async def close_listener(self) -> None:
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            listener.terminate()
 
 
 async def connect_producer(settings: OrdersSettings, stack: AsyncExitStack) -> AIOKafkaProducer:
@@ -149,9 +186,7 @@ async def run() -> None:
         await apply_schema(pool, read_resource("services.orders", "schema.sql"))
         producer = await connect_producer(settings, stack)
         relay = OutboxRelay(pool=pool, producer=producer, settings=settings)
-        listener = await pool.acquire()
-        stack.push_async_callback(pool.release, listener)
-        await listener.add_listener(CHANNEL, relay.on_notify)
+        stack.push_async_callback(relay.close_listener)
         logger.info(
             "relay_started topic=%s batch=%d", settings.orders_topic, settings.orders_relay_batch_size
         )

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from loadtests.faults import Answer, Audit, Bound, Cell, Timeline, classify, summarize, violations
+from loadtests.faults.model import (
+    AFTER_RECOVERY_S,
+    Answer,
+    Audit,
+    Bound,
+    Cell,
+    Timeline,
+    classify,
+    summarize,
+    violations,
+)
 
 TIMELINE = Timeline(fault_at=1.0, recovered_at=3.0)
 CELL = Cell("orders", "hardened", "postgres", "kill")
@@ -57,3 +67,8 @@ def test_nothing_served_after_the_recovery_is_a_miss() -> None:
 def test_naive_cells_are_shown_not_judged() -> None:
     naive = Cell("orders", "naive", "kafka", "kill", lesson="dual write")
     assert _judge([Answer(sent_at=1.5, done_at=1.6, outcome="5xx", status=500)], cell=naive) == []
+
+
+def test_the_load_goes_on_after_a_late_recovery_and_stops_without_one() -> None:
+    assert Timeline(fault_at=1.0, recovered_at=9.5).load_ends_at == 9.5 + AFTER_RECOVERY_S
+    assert Timeline(fault_at=1.0, error="RuntimeError: still runs").load_ends_at == 0.0

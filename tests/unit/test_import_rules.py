@@ -20,11 +20,17 @@ DESIGNS = ("shortener", "ratelimit", "orders")
 
 # The bench, the demo, the designs' scenarios and audits see the lab through
 # loadtests.engine.lab.RunningLab, which the `lab` command hands them. What is left starts servers of
-# its own through services.lab: the fault matrix, which kills and restarts its own processes (it
-# moves behind that interface with its own package, loadtests/faults/), and the private embedded
-# servers of environment.private_infra, which the Redis cluster client's benchmark still uses.
+# its own through services.lab: the fault matrix (loadtests/faults/), which kills and restarts its
+# own processes; the private embedded servers of environment.private_infra; and the order flow's
+# services started the way the lab runs them (loadtests/orders/services.py), which the fault matrix,
+# learner mode and the tests share.
 LOADTESTS_STILL_USING_THE_LAB = frozenset(
-    {"loadtests.environment", "loadtests.fault_scenarios", "loadtests.fault_targets"}
+    {
+        "loadtests.environment",
+        "loadtests.faults.scenarios",
+        "loadtests.faults.targets",
+        "loadtests.orders.services",
+    }
 )
 
 

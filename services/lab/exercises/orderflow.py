@@ -1,69 +1,45 @@
-"""The order flow's services as a check or a test runs them: inventory, gateway and one orders
-variant wired to each other, buyers who time out and retry, and the sale's admin calls."""
+"""The order flow as a check or a test drives it: buyers who time out and retry, and the sale's admin
+calls. The services themselves start the one way the lab's measurements start them
+(:mod:`loadtests.orders.services`), re-exported here for the stages."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from services.lab.standalone import ServedApp, serve_app
-from services.orders.settings import OrdersSettings
+from loadtests.orders.services import (
+    ADMIN_TOKEN,
+    OrdersLab,
+    admin_headers,
+    fresh_topics,
+    run_orders_lab,
+    settings_for,
+)
 
-ADMIN_TOKEN = "orders-test-token"
-ORDERS_APP = "services.orders.app:create_app"
-INVENTORY_APP = "services.orders.inventory:create_app"
-GATEWAY_APP = "services.orders.gateway:create_app"
+__all__ = [
+    "ADMIN_TOKEN",
+    "BuyerOutcome",
+    "OrdersLab",
+    "SaleNotOpened",
+    "admin_headers",
+    "buy_with_retry",
+    "flash_sale",
+    "fresh_topics",
+    "open_sale",
+    "place_order",
+    "run_orders_lab",
+    "settings_for",
+    "wait_until",
+]
 
 
 class SaleNotOpened(RuntimeError):
     """The admin call that opens a sale did not answer 201."""
-
-
-@dataclass(frozen=True)
-class OrdersLab:
-    orders: ServedApp
-    inventory: ServedApp
-    gateway: ServedApp
-    env: dict[str, str]
-
-
-@contextmanager
-def run_orders_lab(
-    variant: str,
-    *,
-    env: Mapping[str, str],
-    log_dir: Path,
-    workers: int = 1,
-    orders_env: Mapping[str, str] | None = None,
-) -> Iterator[OrdersLab]:
-    """Inventory, gateway and one orders variant, wired to each other, each under real uvicorn;
-    ``orders_env`` goes to the orders service only."""
-    base = {"LAB_ADMIN_TOKEN": ADMIN_TOKEN, **env}
-    with ExitStack() as stack:
-        inventory = stack.enter_context(serve_app(INVENTORY_APP, "inventory", env=base, log_dir=log_dir))
-        gateway = stack.enter_context(serve_app(GATEWAY_APP, "gateway", env=base, log_dir=log_dir))
-        wired = {
-            **base,
-            "LAB_ORDERS_INVENTORY_URL": inventory.url,
-            "LAB_ORDERS_PAYMENT_GATEWAY_URL": gateway.url,
-        }
-        orders_only = {**wired, **(orders_env or {})}
-        orders = stack.enter_context(
-            serve_app(ORDERS_APP, variant, env=orders_only, log_dir=log_dir, workers=workers)
-        )
-        yield OrdersLab(orders=orders, inventory=inventory, gateway=gateway, env=wired)
-
-
-def admin_headers() -> dict[str, str]:
-    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 async def open_sale(client: httpx.AsyncClient, *, sku: str, stock: int, price_cents: int = 1999) -> None:
@@ -147,27 +123,3 @@ async def wait_until(predicate: Any, *, timeout_s: float, interval_s: float = 0.
         if asyncio.get_running_loop().time() > deadline:
             return False
         await asyncio.sleep(interval_s)
-
-
-def settings_for(env: Mapping[str, str]) -> OrdersSettings:
-    """What an audit or a reader needs of the settings of services started with ``env``: the
-    servers, and the test's own topics (:func:`fresh_topics`)."""
-    return OrdersSettings(
-        postgres_url=env["LAB_POSTGRES_URL"],
-        kafka_bootstrap=env["LAB_KAFKA_BOOTSTRAP"],
-        orders_topic=env["LAB_ORDERS_TOPIC"],
-        orders_dlq_topic=env["LAB_ORDERS_DLQ_TOPIC"],
-        orders_naive_topic=env["LAB_ORDERS_NAIVE_TOPIC"],
-    )
-
-
-def fresh_topics() -> dict[str, str]:
-    """Topics and consumer groups of one test alone: the broker is shared by the whole session, and
-    no other test's events may reach this one's consumers or audits."""
-    unique = uuid.uuid4().hex[:8]
-    return {
-        "LAB_ORDERS_TOPIC": f"orders.events.{unique}",
-        "LAB_ORDERS_DLQ_TOPIC": f"orders.events.{unique}.dlq",
-        "LAB_ORDERS_NAIVE_TOPIC": f"orders.naive.events.{unique}",
-        "LAB_ORDERS_CONSUMER_GROUP_PREFIX": f"orders-{unique}",
-    }

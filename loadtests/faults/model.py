@@ -2,11 +2,20 @@
 a short bounded load, then recovered, and what the clients and the stores saw, as numbers.
 
 A *cell* is (design, variant, component, fault). Every cell runs the same timeline: an open-loop load
-of :data:`RATE_PER_S` requests a second for :data:`LOAD_S` seconds, each request with one overall
-deadline (:data:`CLIENT_DEADLINE_S`, the flash-sale buyers' own timeout); the fault at
-:data:`FAULT_AT_S`; the recovery at :data:`RECOVER_AT_S` (a restart after a kill, ``SIGCONT`` after
-a pause; a killed uvicorn worker is restarted by uvicorn's own manager); then the design settles
-(polled, bounded) and its auditor counts what was lost and what was doubled.
+of :data:`RATE_PER_S` requests a second, each request with one overall deadline
+(:data:`CLIENT_DEADLINE_S`, the flash-sale buyers' own timeout); the fault at :data:`FAULT_AT_S`; the
+recovery at :data:`RECOVER_AT_S` (a restart after a kill, ``SIGCONT`` after a pause; a killed uvicorn
+worker is restarted by uvicorn's own manager); the load goes on for :data:`AFTER_RECOVERY_S` after
+the recovery is done (a restart that is slow on a busy machine lengthens the load, not shortens what
+is seen after it); then the design settles (polled, bounded) and its auditor counts what was lost
+and what was doubled.
+
+Why these lengths prove what they must: the outage (two seconds) is twice the client deadline, so a
+request held by a frozen or dead process runs out its deadline inside the outage, and a design that
+stalls every request while one component is away shows late answers; the load after the recovery
+is twice the deadline again, so a request sent right after it gets its whole deadline to be
+answered before the load ends, and "served again" is seen rather than assumed. The second before
+the fault is the design running normally, warmed by one request through the whole flow.
 
 The targets (:func:`violations`), for the hardened variants: no ``5xx`` other than ``503``; every
 ``429`` and ``503`` with ``Retry-After``; every other request answered within the deadline, except
@@ -15,8 +24,9 @@ was killed or frozen); nothing lost or doubled beyond the bound the design's doc
 says which); and served again after the recovery. Naive cells stand beside them where the fault is
 the lesson; their numbers are shown, not judged.
 
-The test (``tests/integration/test_fault_matrix.py``) and the bench (``python -m
-loadtests.faults_bench``, which writes ``docs/results/faults.md``) both run :func:`run_cell`.
+The test (``tests/integration/test_fault_matrix.py``) and the bench
+(:func:`loadtests.faults.bench.run_fault_matrix`, which writes ``docs/results/faults.md``) both run
+:func:`run_cell`, through :mod:`loadtests.faults.scenarios`.
 """
 
 from __future__ import annotations
@@ -39,9 +49,12 @@ FAULTS: tuple[Fault, ...] = ("kill", "stop")
 # deadline of a client (a frontend that gives up and shows an error).
 CLIENT_DEADLINE_S = ORDERS.deadline_s
 RATE_PER_S = 50
-LOAD_S = 7.0
-FAULT_AT_S = 1.5
-RECOVER_AT_S = 3.5
+FAULT_AT_S = 1.0
+RECOVER_AT_S = 3.0
+AFTER_RECOVERY_S = 2 * CLIENT_DEADLINE_S
+# However late the recovery, the load stops here: the most requests a cell sends is bounded.
+LOAD_MAX_S = 20.0
+MOST_REQUESTS = int(RATE_PER_S * LOAD_MAX_S)
 # Answers that may take longer than the deadline to come back on a 2-core machine under load, when
 # the deadline itself has already passed: the client gave up at the deadline, this is bookkeeping.
 DRAIN_S = 2.0
@@ -109,7 +122,8 @@ class Target(Protocol):
 class Scenario(Protocol):
     """One design's side of a cell: what it runs, what one request is, and how it is audited."""
 
-    base_url: str
+    @property
+    def base_url(self) -> str: ...
 
     def targets(self) -> Mapping[str, Target]: ...
 
@@ -131,6 +145,12 @@ class Timeline:
     fault_at: float | None = None
     recovered_at: float | None = None
     error: str | None = None
+    done: bool = False  # the fault and the recovery are over, or failed
+
+    @property
+    def load_ends_at(self) -> float:
+        """Where the load stops once :attr:`done`: a while after the recovery, or at once without one."""
+        return 0.0 if self.recovered_at is None else self.recovered_at + AFTER_RECOVERY_S
 
 
 @dataclass
@@ -181,18 +201,21 @@ async def one_request(scenario: Scenario, client: httpx.AsyncClient, number: int
     )
 
 
-async def drive(scenario: Scenario, client: httpx.AsyncClient, t0: float) -> list[Answer]:
-    """:data:`RATE_PER_S` requests a second on a schedule, whatever the answers do (open loop)."""
+async def drive(scenario: Scenario, client: httpx.AsyncClient, t0: float, timeline: Timeline) -> list[Answer]:
+    """:data:`RATE_PER_S` requests a second on a schedule, whatever the answers do (open loop), until
+    :data:`AFTER_RECOVERY_S` after the recovery (at once when the fault could not be applied)."""
     tasks = []
-    for number in range(int(RATE_PER_S * LOAD_S)):
-        await asyncio.sleep(max(0.0, t0 + number / RATE_PER_S - time.monotonic()))
+    for number in range(MOST_REQUESTS):
+        at = number / RATE_PER_S
+        if timeline.done and at >= timeline.load_ends_at:
+            break
+        await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
         tasks.append(asyncio.create_task(one_request(scenario, client, number, t0)))
     return list(await asyncio.gather(*tasks))
 
 
-async def inject(scenario: Scenario, cell: Cell, t0: float) -> Timeline:
-    """The fault at :data:`FAULT_AT_S` and the recovery at :data:`RECOVER_AT_S`."""
-    timeline = Timeline()
+async def inject(scenario: Scenario, cell: Cell, t0: float, timeline: Timeline) -> None:
+    """The fault at :data:`FAULT_AT_S` and the recovery at :data:`RECOVER_AT_S`, into ``timeline``."""
     target = scenario.targets()[cell.component]
     try:
         await asyncio.sleep(max(0.0, t0 + FAULT_AT_S - time.monotonic()))
@@ -204,7 +227,8 @@ async def inject(scenario: Scenario, cell: Cell, t0: float) -> Timeline:
         timeline.recovered_at = time.monotonic() - t0
     except Exception as exc:  # a fault that could not be applied is reported in its cell
         timeline.error = f"{type(exc).__name__}: {exc}"
-    return timeline
+    finally:
+        timeline.done = True
 
 
 def client_for(base_url: str) -> httpx.AsyncClient:
@@ -219,7 +243,10 @@ async def run_cell(cell: Cell, scenario: Scenario) -> CellResult:
     async with client_for(scenario.base_url) as client:
         await scenario.prepare(client)
         t0 = time.monotonic()
-        answers, timeline = await asyncio.gather(drive(scenario, client, t0), inject(scenario, cell, t0))
+        timeline = Timeline()
+        answers, _ = await asyncio.gather(
+            drive(scenario, client, t0, timeline), inject(scenario, cell, t0, timeline)
+        )
     audit = await scenario.audit(answers, timeline)
     result = summarize(cell, answers, timeline, audit)
     result.violations = violations(result)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 
-from loadtests.faults import Fault
+from loadtests.faults.model import Fault
 from services.lab import processes
 from services.lab.infra import InfraEndpoints
 from services.lab.processes import ProcessRecord
