@@ -24,7 +24,7 @@ from services.lab.cli import app
 from tests.e2e.test_lab_cli import LAB, _lab, _private_lab_env, _processes_of
 from tests.support.browser import rendered_dom, screenshot
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.alone]
 
 SMOKE = ("--mode", "rate", "--rate", "150", "--duration", "6s", "--warmup", "1", "--rounds", "1")
 # What the runs below need of the services, set before the shared lab comes up: a low limit, so that

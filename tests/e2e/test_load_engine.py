@@ -32,7 +32,7 @@ from loadtests.engine.sweep import knee, sweep_schedule
 from services.lab.processes import free_port
 from tests.support.servers import RunningApp, run_app
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.alone]
 
 APP = "tests.support.fixed_delay:create_app"
 ROOT = Path(__file__).parents[2]

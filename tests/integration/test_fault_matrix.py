@@ -15,7 +15,7 @@ import pytest
 from loadtests.faults.model import Cell, CellResult
 from loadtests.faults.scenarios import MATRIX, FaultMatrix, fault_matrix
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.integration, pytest.mark.alone, pytest.mark.timeout(150)]
 
 # A defect the matrix found that is not the design's: the cell fails for the reason given. It shows
 # only in some runs, so the mark cannot be strict (a pass does not mean it is gone).

@@ -205,6 +205,9 @@ def test_a_mark_taken_elsewhere_is_placed_between_readings(worker: Worker) -> No
     assert all(half.duration_s == pytest.approx((closed - opened) / 2) for half in halves)
 
 
+# Its busy phase must fit in a few steps of the window: on a machine busy with other tests it spreads
+# over more of them than the idle phase outweighs.
+@pytest.mark.alone
 def test_the_steady_state_ignores_a_start_up_spike(worker: Worker) -> None:
     step_s = 0.25
     idle_s = 8 * step_s  # most steps of the window are idle, so the median is an idle one
