@@ -28,7 +28,7 @@ from loadtests.faults.model import (
 from loadtests.faults.scenarios import MATRIX, fault_matrix
 from loadtests.markdown import table_row
 
-COMMAND = ".venv/bin/python -m loadtests.faults_bench"  # until `lab bench` runs the matrix
+COMMAND = ".venv/bin/lab bench faults"
 HEADER = (
     "cell", *OUTCOMES, "no Retry-After", "held", "late", "lost", "doubled", "recovered s", "cell s",
     "verdict",
@@ -47,6 +47,18 @@ class FaultMatrixRun:
         return all(result.holds for result in self.results)
 
 
+def matching_cells(parts: Sequence[str]) -> list[str] | None:
+    """The ids of the cells whose id contains any of ``parts`` (``None``, every cell, when there are
+    none); a part that matches nothing is an error, before anything starts."""
+    if not parts:
+        return None
+    unmatched = [part for part in parts if not any(part in cell.id for cell in MATRIX)]
+    if unmatched:
+        known = ", ".join(cell.id for cell in MATRIX)
+        raise ValueError(f"no cell matches {', '.join(unmatched)} (the cells: {known})")
+    return [cell.id for cell in MATRIX if any(part in cell.id for part in parts)]
+
+
 def run_fault_matrix(out_dir: Path, cells: Sequence[str] | None = None) -> FaultMatrixRun:
     """Run the cells named by id (all of :data:`MATRIX` when ``None``) and write ``faults.md`` and
     ``faults.json`` into ``out_dir``."""
@@ -56,7 +68,7 @@ def run_fault_matrix(out_dir: Path, cells: Sequence[str] | None = None) -> Fault
     report = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine_info(),
-        "command": COMMAND + ("" if cells is None else "".join(f" --only {cell.id}" for cell in chosen)),
+        "command": COMMAND + ("" if cells is None else f" --cells {','.join(cell.id for cell in chosen)}"),
         "cells": [result.to_json() for result in results],
     }
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -205,8 +205,17 @@ def bench(
         bool, typer.Option("--pin", help="the load generator on its own core, the services on the others")
     ] = False,
     infra: InfraOption = None,
+    cells: Annotated[
+        str, typer.Option(help="lab bench faults: the cells whose id contains any of these, comma-separated")
+    ] = "",
 ) -> None:
-    """Rounds of the same load against each target of a design's scenario, measured exactly; the report."""
+    """Rounds of the same load against each target of a design's scenario, measured exactly; the report.
+
+    ``lab bench faults`` runs the fault matrix instead: each component a hardened design depends on
+    killed and paused under load, on servers of its own (it kills them), with its own page."""
+    if design == FAULT_MATRIX:
+        _bench_fault_matrix(cells, out)
+        return
     from loadtests.bench import (
         BenchError,
         BenchOptions,
@@ -258,6 +267,24 @@ def bench(
     except (BenchError, LabError, InfraError, ValueError) as exc:
         _fail(str(exc))
     console.print(f"[green]report[/] {paths['html']}  ({paths['md']}, {paths['json']})")
+
+
+FAULT_MATRIX = "faults"
+
+
+def _bench_fault_matrix(cells: str, out: Path | None) -> None:
+    from loadtests.faults import matching_cells, run_fault_matrix
+
+    try:
+        chosen = matching_cells([part.strip() for part in cells.split(",") if part.strip()])
+        out_dir = out or Path("results") / f"faults-{time.strftime('%Y%m%d-%H%M%S')}"
+        run = run_fault_matrix(out_dir, chosen)
+    except (LabError, InfraError, ValueError) as exc:
+        _fail(str(exc))
+    verdict = "every hardened cell holds" if run.holds else "[bold red]a hardened cell MISSES[/]"
+    console.print(f"[green]report[/] {run.markdown} ({run.json}): {verdict}")
+    if not run.holds:
+        raise typer.Exit(code=1)
 
 
 @contextlib.contextmanager

@@ -148,6 +148,7 @@ def test_chaos_timeline_is_applied_on_the_loads_clock(shared_lab: dict[str, str]
         (("orders", "--mode", "sweep"), "closed-loop users only"),
         (("shortener", "--scenario", "nonesuch"), "unknown scenario 'nonesuch' of shortener; choose one of"),
         (("ratelimit", "--scenario", "floor", "--variants", "naive"), "ratelimit floor has floor, hardened"),
+        (("faults", "--cells", "orders-hardened-nonesuch"), "no cell matches orders-hardened-nonesuch"),
     ],
 )
 def test_bad_options_fail_before_anything_starts(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from loadtests.faults.model import (
     AFTER_RECOVERY_S,
     Answer,
@@ -72,3 +74,19 @@ def test_naive_cells_are_shown_not_judged() -> None:
 def test_the_load_goes_on_after_a_late_recovery_and_stops_without_one() -> None:
     assert Timeline(fault_at=1.0, recovered_at=9.5).load_ends_at == 9.5 + AFTER_RECOVERY_S
     assert Timeline(fault_at=1.0, error="RuntimeError: still runs").load_ends_at == 0.0
+
+
+def test_cells_are_chosen_by_parts_of_their_ids_and_a_part_matching_none_is_refused() -> None:
+    from loadtests.faults import matching_cells
+
+    assert matching_cells([]) is None  # every cell
+    chosen = matching_cells(["ratelimit-hardened", "orders-naive"])
+    assert chosen == [
+        "ratelimit-hardened-redis-kill",
+        "ratelimit-hardened-redis-stop",
+        "ratelimit-hardened-worker-kill",
+        "ratelimit-hardened-worker-stop",
+        "orders-naive-kafka-kill",
+    ]
+    with pytest.raises(ValueError, match="no cell matches mainframe"):
+        matching_cells(["ratelimit", "mainframe"])
