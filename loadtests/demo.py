@@ -131,6 +131,7 @@ VERDICT_COLUMNS = {
     "double charges": ("customers_charged_more_than_once",),
     "lost events": ("events_lost",),
     "over-admitted": ("over_admitted_requests",),
+    "DB reads/redirect": ("database_reads_per_redirect",),
 }
 
 

@@ -10,11 +10,22 @@ import asyncpg
 
 from loadtests.engine.generator import read_failure_reasons, read_recording
 from loadtests.engine.scenario import AuditResult, BenchContext, Target
+from loadtests.environment import counter
+
+# The service's database reads made to resolve a redirect, when each run began, by component: the
+# counter lives as long as the service, and a run's reads are the difference.
+_LOOKUPS_AT_START: dict[str, float] = {}
 
 
 def fresh_links_per_run(context: BenchContext, target: Target) -> None:
     """Nothing to clear: every run creates its own links under its run id (``LAB_BENCH_RUN_ID``),
-    and the auditor looks only at those."""
+    and the auditor looks only at those. The database reads so far are noted, for the audit."""
+    if target.audited:  # a reference endpoint reads no database and claims nothing
+        _LOOKUPS_AT_START[target.component] = _database_lookups(context, target)
+
+
+def _database_lookups(context: BenchContext, target: Target) -> float:
+    return counter(context.lab.url_of(target.component), "shortener_db_lookups")
 
 
 def audit_shortener(context: BenchContext, target: Target, run_dir: Path) -> AuditResult:
@@ -30,6 +41,10 @@ def audit_shortener(context: BenchContext, target: Target, run_dir: Path) -> Aud
     unanswered = whole.failed + whole.timeouts + whole.unfinished
     wrong = sum(n for reason, n in read_failure_reasons(run_dir).items() if "wrong Location" in reason)
     counted = asyncio.run(_clicks_when_flushed(context, target.variant, run_id, expected=served))
+    links = asyncio.run(_links_of(context, target.variant, run_id))
+    reads = round(_database_lookups(context, target) - _LOOKUPS_AT_START.get(target.component, 0.0))
+    # The cache's promise: the database is off the redirect path. A link's first redirect may read
+    # it (a cold miss); every other redirect is answered from the cache.
     return AuditResult(
         invariants={
             "redirects_served": served,
@@ -38,13 +53,27 @@ def audit_shortener(context: BenchContext, target: Target, run_dir: Path) -> Aud
             "unanswered_but_counted": max(0, counted - served),
             "wrong_redirects": wrong,
             "failed_requests": failed,
+            "database_reads": reads,
+            "database_reads_beyond_cold_misses": max(0, reads - links),
+            "database_reads_per_redirect": round(reads / served, 3) if served else 0,
         },
-        holds=served > 0 and served <= counted <= served + unanswered and wrong == 0,
+        holds=served > 0 and served <= counted <= served + unanswered and wrong == 0 and reads <= links,
         explanation=(
             f"{served} redirects served, {counted} clicks counted, {wrong} redirects to a wrong "
-            f"Location, {failed} requests failed"
+            f"Location, {failed} requests failed; {reads} database reads for {links} links "
+            f"(at most one cold miss each)"
         ),
     )
+
+
+async def _links_of(context: BenchContext, variant: str, run_id: str) -> int:
+    """The run's working set: the links it created."""
+    conn = await asyncpg.connect(context.endpoints.postgres_url)
+    try:
+        query = f"SELECT count(*) FROM shortener_{variant}.links WHERE long_url LIKE $1"
+        return int(await conn.fetchval(query, f"https://example.com/{run_id}/%"))
+    finally:
+        await conn.close()
 
 
 async def _clicks_when_flushed(context: BenchContext, variant: str, run_id: str, *, expected: int) -> int:
