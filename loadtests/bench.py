@@ -247,6 +247,7 @@ def _run_target(
     summaries = windows(result.recording, slo=options.slo)
     audit = (plan.scenario.audit if target.audited else not_audited)(context, target, run_dir)
     tally = merged_tally(result.recording)
+    answered_in_cpu_span = result.recording.ok_between(*cpu_span(result, load_plan))
     return {
         "target": label,
         "url": url,
@@ -256,8 +257,8 @@ def _run_target(
             "ok": tally.ok_latency.encode().decode(),
             "failed": tally.failed_latency.encode().decode(),
         },
-        "cpu": _cpu_report(cpu, component=component, ok=tally.ok),
-        "metrics": _metrics(summaries, cpu, component=component, mode=plan.mode),
+        "cpu": _cpu_report(cpu, component=component, ok=answered_in_cpu_span),
+        "metrics": _metrics(summaries, cpu, component=component, mode=plan.mode, cpu_ok=answered_in_cpu_span),
         "audit": audit.to_json(),
         "chaos": applied,
         "pinning": pinning,
@@ -314,9 +315,9 @@ def _measure(
             chaos.stop()
             if plan.chaos:
                 lab.recover()
-        first, last = result.recording.windows[0], result.recording.windows[-1]
-        meter.mark("window-start", at=result.started_monotonic + first.start_s)
-        meter.mark("window-end", at=result.started_monotonic + min(last.end_s, load_plan.run_s))
+        start_s, end_s = cpu_span(result, load_plan)
+        meter.mark("window-start", at=result.started_monotonic + start_s)
+        meter.mark("window-end", at=result.started_monotonic + end_s)
     finally:
         meter.stop()
         if options.pin:
@@ -326,6 +327,14 @@ def _measure(
         for step in chaos.applied
     ]
     return result, meter.window(), applied, pinning
+
+
+def cpu_span(result: LoadResult, load_plan: LoadPlan) -> tuple[float, float]:
+    """Where the CPU is measured, in seconds of the load: from the first window's start to the last
+    one's end. A sweep's warm-ups between its windows lie inside: the CPU per request divides by the
+    answers of this whole span (:meth:`Recording.ok_between`), not by the windows' alone."""
+    first, last = result.recording.windows[0], result.recording.windows[-1]
+    return first.start_s, min(last.end_s, load_plan.run_s)
 
 
 UNPINNED = {"asked": False, "pinned": False, "reason": "not asked (--pin pins the generator apart)"}
@@ -351,8 +360,10 @@ def _cpu_report(cpu: Any, *, component: str, ok: int) -> dict[str, Any]:
     }
 
 
-def _metrics(summaries: Sequence[WindowSummary], cpu: Any, *, component: str, mode: str) -> dict[str, Any]:
-    """The numbers goals are made of, for one run."""
+def _metrics(
+    summaries: Sequence[WindowSummary], cpu: Any, *, component: str, mode: str, cpu_ok: int
+) -> dict[str, Any]:
+    """The numbers goals are made of, for one run; ``cpu_ok``: the good answers of the CPU's span."""
     ok = sum(w.ok for w in summaries)
     length = sum(w.end_s - w.start_s for w in summaries)
     system_s = sum(u.seconds for name, u in cpu.components.items() if name != GENERATOR)
@@ -362,8 +373,8 @@ def _metrics(summaries: Sequence[WindowSummary], cpu: Any, *, component: str, mo
         "p99_ms": summaries[0].latency_ms["p99"] if len(summaries) == 1 else None,
         "knee_rps": knee(summaries) if mode == "sweep" else None,
         "broke_at_rps": broke_at(summaries) if mode == "sweep" else None,
-        "service_us_per_request": round(service_s / ok * 1e6, 1) if ok else None,
-        "system_us_per_request": round(system_s / ok * 1e6, 1) if ok else None,
+        "service_us_per_request": round(service_s / cpu_ok * 1e6, 1) if cpu_ok else None,
+        "system_us_per_request": round(system_s / cpu_ok * 1e6, 1) if cpu_ok else None,
         "generator_bound": cpu.generator_bound,
     }
 

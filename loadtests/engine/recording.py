@@ -147,6 +147,11 @@ class Recording:
             if window.holds(intended_s):
                 yield tally
 
+    def ok_between(self, start_s: float, end_s: float) -> int:
+        """Good answers given from ``start_s`` to ``end_s``, by the second they came: what a span's
+        CPU was spent on, the warm-ups between a sweep's windows included (whole seconds)."""
+        return sum(tally.ok for second, tally in self.seconds.items() if start_s <= second < end_s)
+
     def whole_run(self) -> Tally:
         """Every second of the run together, warm-up and all (what an auditor compares with the
         stores: every answer the system gave, not only those inside a window)."""
