@@ -489,6 +489,8 @@ def _print_stage(result: Any) -> None:
     )
     if measured is not None and measured.detail:
         out.print(f"         {measured.detail}", style="dim", highlight=False)
+    if result.error:
+        out.print(f"         {result.error}", style="red", highlight=False)
     if result.hint:
         out.print(f"         hint: {result.hint}", style="yellow", highlight=False)
 
