@@ -58,6 +58,8 @@ SETTLE_S = 30.0
 # The last stage: orders placed one at a time must be answered in half the gateway's latency.
 GATEWAY_S = float(PROFILE_ENV["LAB_PAYMENT_GATEWAY_LATENCY_MS"]) / 1000
 MEDIAN_BOUND_S = GATEWAY_S / 2
+# A retry of a request in flight is answered 409 at once; one that takes this long is waiting on it.
+IN_FLIGHT_RETRY_S = 2.0
 PROBES = 20
 OUTAGE_S = 3.0
 
@@ -236,26 +238,43 @@ async def _in_flight(
 ) -> list[str]:
     """The product's stock row held by another transaction, so the first request waits with its key
     claimed; a retry meanwhile must get 409 with Retry-After."""
+    table = f"orders_{ctx.variant}.inventory"
     conn = await asyncpg.connect(settings_for(env).postgres_url)
+    first: asyncio.Task[httpx.Response] | None = None
     try:
         async with conn.transaction():
-            table = f"orders_{ctx.variant}.inventory"
             await conn.execute(f"SELECT 1 FROM {table} WHERE sku = $1 FOR UPDATE", sku)
             first = asyncio.create_task(place_order(client, sku=sku, customer_id=f"fay@{sku}", key="k-4"))
             # The key's claim lives in the variant's own tables, invisible from here: half a second
             # is ample for the first request to claim it and reach the held row.
             await asyncio.sleep(0.5)
-            retry = await place_order(client, sku=sku, customer_id=f"fay@{sku}", key="k-4")
+            retry = await _retry_in_flight(client, sku)
         await first
     except asyncpg.PostgresError as exc:
         return [f"could not hold the stock row of {table} ({type(exc).__name__})"]
     finally:
         await conn.close()
+        if first is not None and not first.done():
+            first.cancel()
+    if retry is None:
+        waited = f"waited {IN_FLIGHT_RETRY_S:g} s instead of answering 409"
+        return [f"a retry while the first request is in flight {waited}"]
     if retry.status_code != 409 or "retry-after" not in retry.headers:
         return [
             f"a retry while the first request is in flight got {retry.status_code}, not 409 with Retry-After"
         ]
     return []
+
+
+async def _retry_in_flight(client: httpx.AsyncClient, sku: str) -> httpx.Response | None:
+    """The retry, or ``None`` when it waited: a variant that claims the key in the transaction that
+    waits for the stock row makes the retry wait on that claim, behind the row this stage holds."""
+    try:
+        return await place_order(
+            client, sku=sku, customer_id=f"fay@{sku}", key="k-4", timeout_s=IN_FLIGHT_RETRY_S
+        )
+    except httpx.TimeoutException:
+        return None
 
 
 async def no_lost_event(ctx: CheckContext) -> Measured:
