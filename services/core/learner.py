@@ -80,12 +80,11 @@ def _file_of(module: ModuleType) -> str:
 def require_port(adapter: object, port: type, *, name: str) -> None:
     """Fail, naming the class's file and line, when ``adapter`` lacks a method of the ``port`` Protocol.
 
-    A dataclass of adapters (the shortener's) is checked field by field against its annotations.
+    A port that is a dataclass of adapters (the shortener's) needs an instance of it, whose fields
+    are checked one by one against the port's annotations.
     """
-    if is_dataclass(adapter) and not isinstance(adapter, type):
-        hints = inspect.get_annotations(type(adapter), eval_str=True)
-        for field in fields(adapter):
-            require_port(getattr(adapter, field.name), hints[field.name], name=f"{name}.{field.name}")
+    if is_dataclass(port):
+        _require_adapters(adapter, port, name=name)
         return
     missing = [m for m in _methods_of(port) if not callable(getattr(adapter, m, None))]
     if missing:
@@ -93,6 +92,14 @@ def require_port(adapter: object, port: type, *, name: str) -> None:
             f"{_defined_at(type(adapter))}: {type(adapter).__name__} ({name}) does not implement "
             f"{port.__name__}: missing {', '.join(missing)}"
         )
+
+
+def _require_adapters(adapter: object, port: type, *, name: str) -> None:
+    if not isinstance(adapter, port):
+        raise VariantLoadError(f"{name} gave {type(adapter).__name__}, not {port.__module__}.{port.__name__}")
+    hints = inspect.get_annotations(port, eval_str=True)
+    for field in fields(port):
+        require_port(getattr(adapter, field.name), hints[field.name], name=f"{name}.{field.name}")
 
 
 def _methods_of(port: type) -> list[str]:

@@ -18,6 +18,7 @@ from services.lab.exercises.scaffold import ScaffoldExists, scaffold_source, wri
 from services.lab.exercises.stages import Measured, StageResult
 from services.lab.supervisor import is_present
 from services.ratelimit.ports import RateLimiter
+from services.shortener.ports import Adapters
 from tests.support.learner_variants import NoCheck, SharedFixedWindow
 
 
@@ -137,3 +138,17 @@ def test_a_learner_variant_runs_only_once_its_module_exists(monkeypatch: pytest.
     assert not is_present(mine)
     monkeypatch.setenv("LAB_RATELIMIT_MINE", "tests.support.learner_variants:open_shared_fixed_window")
     assert is_present(mine)
+
+
+@pytest.mark.parametrize("given", [None, object(), {"codes": None}])
+def test_a_shortener_opener_must_yield_its_adapters_dataclass(given: object) -> None:
+    with pytest.raises(VariantLoadError, match=r"mine gave \w+, not services\.shortener\.ports\.Adapters"):
+        require_port(given, Adapters, name="mine")
+
+
+def test_the_shortener_adapters_are_checked_field_by_field() -> None:
+    adapters = Adapters(codes=NoCheck(), redirects=NoCheck(), clicks=NoCheck())  # type: ignore[arg-type]
+
+    with pytest.raises(VariantLoadError, match=r"NoCheck \(mine\.codes\) does not implement CodeSource"):
+        require_port(adapters, Adapters, name="mine")
+
