@@ -56,7 +56,7 @@ def _import(module_name: str, slot: LearnerSlot) -> ModuleType:
     except SyntaxError as exc:
         raise VariantLoadError(f"{exc.filename}:{exc.lineno}: syntax error: {exc.msg}") from None
     except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
+        if exc.name is not None and _is_within(module_name, exc.name):
             raise VariantLoadError(
                 f"{slot.setting}={slot.target}: no module {module_name!r} "
                 "(scaffold one with 'lab exercise start DESIGN')"
@@ -64,6 +64,11 @@ def _import(module_name: str, slot: LearnerSlot) -> ModuleType:
         raise VariantLoadError(f"{_where(exc)}: {exc}") from None
     except Exception as exc:
         raise VariantLoadError(f"{_where(exc)}: {type(exc).__name__}: {exc}") from None
+
+
+def _is_within(module_name: str, missing: str) -> bool:
+    """Whether the missing module is ``module_name`` or a package on its path (not one it imports)."""
+    return missing == module_name or module_name.startswith(missing + ".")
 
 
 def _where(exc: BaseException) -> str:

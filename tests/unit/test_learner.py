@@ -152,3 +152,15 @@ def test_the_shortener_adapters_are_checked_field_by_field() -> None:
     with pytest.raises(VariantLoadError, match=r"NoCheck \(mine\.codes\) does not implement CodeSource"):
         require_port(adapters, Adapters, name="mine")
 
+
+def test_a_failing_import_inside_the_learners_module_is_named_not_taken_for_a_missing_scaffold(
+    on_path: Path,
+) -> None:
+    (on_path / "learner_pkg").mkdir()
+    (on_path / "learner_pkg" / "__init__.py").write_text("")
+    (on_path / "learner_pkg" / "mine.py").write_text("x = 1\nimport learner_pk\n")
+
+    with pytest.raises(VariantLoadError, match=r"mine\.py:2: No module named 'learner_pk'"):
+        load_wiring(slot("learner_pkg.mine:open_limiter"))
+    with pytest.raises(VariantLoadError, match="lab exercise start"):
+        load_wiring(slot("learner_pkg.other:open_limiter"))
