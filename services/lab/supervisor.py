@@ -277,10 +277,20 @@ class Supervisor:
     def known_components(self) -> list[str]:
         """Every name ``lab chaos`` and ``lab logs`` accept, in start order."""
         return [
-            "postgres", "redis", "kafka",
+            *self.infra_components(),
             *(spec.name for spec in self.services),
             *(spec.name for spec in self.workers),
         ]  # fmt: skip
+
+    def infra_components(self) -> list[str]:
+        """The servers this lab runs itself, by the names its infra gives them: one Redis is
+        ``redis``, an embedded cluster's nodes ``redis-1``…; none where the servers are not the lab's."""
+        state = LabState.load(self._state_dir)
+        return [c.name for c in self._infra(state, mode=state.mode or self.settings.infra).components()]
+
+    def redis_components(self) -> list[str]:
+        """The Redis servers among them: what a drill that pauses "Redis" must pause, every node."""
+        return [name for name in self.infra_components() if is_redis_component(name)]
 
     def signal_component(self, name: str, sig: int) -> None:
         """Send ``sig`` to a running component's whole process group (a paused PostgreSQL must
@@ -413,6 +423,10 @@ class Supervisor:
 
     def record_of(self, name: str) -> ProcessRecord | None:
         return LabState.load(self._state_dir).processes.get(name)
+
+
+def is_redis_component(name: str) -> bool:
+    return name == "redis" or name.startswith("redis-")
 
 
 def uvicorn_argv(*, host: str, port: int, workers: int) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from services.core.cluster import SLOTS, Redirect
 from services.lab.infra import InfraEndpoints, InfraError, select_infra
 from services.lab.infra.valkey_cluster import NODES, ClusterNode
 from services.lab.settings import LabSettings
+from services.lab.supervisor import Supervisor
 
 
 def test_moved_and_ask_are_read_and_other_errors_are_not_redirections() -> None:
@@ -50,3 +51,16 @@ def test_modes_with_a_single_valkey_refuse_cluster_mode(tmp_path: Path, infra: s
     settings = LabSettings(state_dir=tmp_path, redis_mode="cluster", infra=infra)  # type: ignore[arg-type]
     with pytest.raises(InfraError, match="LAB_REDIS_MODE=cluster"):
         select_infra(settings)
+
+
+@pytest.mark.parametrize(
+    ("mode", "redis"), [("standalone", ["redis"]), ("cluster", ["redis-1", "redis-2", "redis-3"])]
+)
+def test_the_components_chaos_and_drills_know_are_the_infras_own_servers(
+    tmp_path: Path, mode: str, redis: list[str]
+) -> None:
+    settings = LabSettings(state_dir=tmp_path, redis_mode=mode, redis_port=16379, postgres_port=15432)  # type: ignore[arg-type]
+    supervisor = Supervisor(settings, services=(), workers=())
+
+    assert supervisor.redis_components() == redis
+    assert supervisor.known_components()[: 1 + len(redis)] == ["postgres", *redis]

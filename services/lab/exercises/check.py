@@ -84,6 +84,7 @@ def check_servers(settings: LabSettings) -> Iterator[CheckContext]:
             variant="",
             log_dir=state_dir / "logs",
             signal_infra=supervisor.signal_component,
+            redis_components=tuple(supervisor.redis_components()),
             startup_timeout_s=settings.check_startup_timeout_s,
         )
     finally:

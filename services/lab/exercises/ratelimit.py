@@ -7,7 +7,8 @@ import asyncio
 import signal
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -125,12 +126,24 @@ async def paused_redis(ctx: CheckContext) -> Measured:
     with serve_variant(ctx, FACTORY, env={"LAB_RATELIMIT_LIMIT": "3"}) as app:
         async with httpx.AsyncClient(base_url=app.url, timeout=10) as client:
             await client.get(RESOURCE)
-            ctx.signal_infra("redis", signal.SIGSTOP)
-            try:
+            with paused_redis_servers(ctx):
                 timings = [await _timed(client) for _ in range(20)]
-            finally:
-                ctx.signal_infra("redis", signal.SIGCONT)
     return paused_verdict(timings, budget_ms=BUDGET_MS)
+
+
+@contextmanager
+def paused_redis_servers(ctx: CheckContext) -> Iterator[None]:
+    """Every Redis server of the check paused (each node of a cluster), resumed whatever happens."""
+    assert ctx.signal_infra is not None
+    paused: list[str] = []
+    try:
+        for name in ctx.redis_components:
+            ctx.signal_infra(name, signal.SIGSTOP)
+            paused.append(name)
+        yield
+    finally:
+        for name in paused:
+            ctx.signal_infra(name, signal.SIGCONT)
 
 
 def paused_verdict(timings: list[tuple[float, int | str]], *, budget_ms: int) -> Measured:

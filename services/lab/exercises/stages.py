@@ -41,6 +41,7 @@ class CheckContext:
     log_dir: Path
     variant_env: Mapping[str, str] = field(default_factory=dict)
     signal_infra: Callable[[str, int], None] | None = None  # ("redis", signal.SIGSTOP)
+    redis_components: tuple[str, ...] = ("redis",)  # every node of a cluster: ("redis-1", ...)
     startup_timeout_s: float = 30.0
     memo: dict[str, Any] = field(default_factory=dict)
     shared: ExitStack = field(default_factory=ExitStack)
