@@ -22,7 +22,7 @@ from rich.table import Table
 from services.lab import processes, registry
 from services.lab.infra import Broker, InfraError
 from services.lab.settings import InfraMode, LabSettings
-from services.lab.supervisor import LabError, Supervisor
+from services.lab.supervisor import LabError, Supervisor, learner_services
 
 app = typer.Typer(
     help="System Design Lab: run classic system designs, naive and hardened, side by side.",
@@ -57,25 +57,39 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(code=1)
 
 
-def _supervisor(settings: LabSettings) -> Supervisor:
-    return Supervisor(settings, report=lambda line: console.print(f"  {line}", style="dim"))
+def _supervisor(settings: LabSettings, *, with_mine: bool = False) -> Supervisor:
+    """A supervisor of the whole lab; the learner's variants only ``with_mine`` (or already running)."""
+    return Supervisor(
+        settings,
+        services=_services(settings, with_mine=with_mine),
+        report=lambda line: console.print(f"  {line}", style="dim"),
+    )
 
 
-def _design_supervisor(settings: LabSettings, design: str) -> Supervisor:
+def _design_supervisor(settings: LabSettings, design: str, *, with_mine: bool = False) -> Supervisor:
     """A supervisor of the infrastructure and ``design``'s services and workers alone: a bench that
     brings the lab up starts only what it measures (a lab already running keeps the rest)."""
     return Supervisor(
         settings,
-        services=[spec for spec in registry.SERVICES if spec.design == design],
+        services=[spec for spec in _services(settings, with_mine=with_mine) if spec.design == design],
         workers=[spec for spec in registry.WORKERS if spec.design == design],
         report=lambda line: console.print(f"  {line}", style="dim"),
     )
 
 
+def _services(settings: LabSettings, *, with_mine: bool) -> list[registry.ServiceSpec]:
+    return [*registry.SERVICES, *learner_services(settings.state_dir, asked=with_mine)]
+
+
 @app.command()
-def up(infra: InfraOption = None) -> None:
+def up(
+    infra: InfraOption = None,
+    with_mine: Annotated[
+        bool, typer.Option("--with-mine", help="also serve your own variants (lab exercise start)")
+    ] = False,
+) -> None:
     """Start the infrastructure and every service and worker; wait until all are healthy."""
-    supervisor = _supervisor(_settings(infra=infra))
+    supervisor = _supervisor(_settings(infra=infra), with_mine=with_mine)
     started_at = time.monotonic()
     try:
         report = supervisor.up()
@@ -254,7 +268,7 @@ def bench(
             out=out,
             command=shlex.join(["lab", "bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else "",
         )
-        supervisor = _design_supervisor(_settings(infra=infra), design)
+        supervisor = _design_supervisor(_settings(infra=infra), design, with_mine="mine" in options.variants)
         resolve(options, supervisor.known_components())  # bad options start nothing
         reason = supervisor.cannot_run(design)
         if reason is not None:

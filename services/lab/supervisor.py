@@ -75,7 +75,7 @@ class Supervisor:
         self,
         settings: LabSettings,
         *,
-        services: Sequence[registry.ServiceSpec] = (*registry.SERVICES, *registry.LEARNER_SERVICES),
+        services: Sequence[registry.ServiceSpec] = registry.SERVICES,
         workers: Sequence[registry.WorkerSpec] = registry.WORKERS,
         report: Callable[[str], None] = _silent,
     ) -> None:
@@ -445,6 +445,16 @@ def uvicorn_argv(*, host: str, port: int, workers: int) -> tuple[str, ...]:
 
 def serve_env(app_factory: str, variant: str) -> dict[str, str]:
     return {"LAB_SERVE_FACTORY": app_factory, "LAB_SERVE_VARIANT": variant}
+
+
+def learner_services(state_dir: Path, *, asked: bool) -> list[registry.ServiceSpec]:
+    """A learner's variants this lab runs: each scaffolded one when asked for (``lab up --with-mine``,
+    a bench of ``mine``), otherwise only those an earlier ask left running, so ``status``, ``chaos``
+    and ``down`` still see them. A learner's broken module never joins a lab that did not ask for it."""
+    if asked:
+        return list(registry.LEARNER_SERVICES)
+    running = LabState.load(state_dir).processes
+    return [spec for spec in registry.LEARNER_SERVICES if spec.name in running]
 
 
 def is_present(spec: registry.ServiceSpec) -> bool:

@@ -16,7 +16,8 @@ from services.lab.exercises import exercises, progress
 from services.lab.exercises.check import CheckInputError, plan_check
 from services.lab.exercises.scaffold import ScaffoldExists, scaffold_source, write_scaffold
 from services.lab.exercises.stages import Measured, StageResult
-from services.lab.supervisor import is_present
+from services.lab.settings import LabSettings
+from services.lab.supervisor import Supervisor, is_present, learner_services
 from services.ratelimit.ports import RateLimiter
 from services.shortener.ports import Adapters
 from tests.support.learner_variants import NoCheck, SharedFixedWindow
@@ -164,3 +165,15 @@ def test_a_failing_import_inside_the_learners_module_is_named_not_taken_for_a_mi
         load_wiring(slot("learner_pkg.mine:open_limiter"))
     with pytest.raises(VariantLoadError, match="lab exercise start"):
         load_wiring(slot("learner_pkg.other:open_limiter"))
+
+
+def test_a_learner_variant_joins_the_lab_only_when_asked_for(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("LAB_RATELIMIT_MINE", "tests.support.learner_variants:open_shared_fixed_window")
+    settings = LabSettings(state_dir=tmp_path)
+
+    assert learner_services(tmp_path, asked=False) == []
+    asked = Supervisor(settings, services=learner_services(tmp_path, asked=True))
+    assert asked.serves("ratelimit-mine")
+    assert not Supervisor(settings).serves("ratelimit-mine")
