@@ -5,6 +5,9 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
+
+from services.lab.exercises import ratelimit
 from services.lab.exercises.ratelimit import paused_redis_servers, paused_verdict
 from services.lab.exercises.stages import CheckContext
 from services.lab.infra import InfraEndpoints
@@ -35,3 +38,16 @@ def test_a_paused_redis_is_every_node_of_a_cluster_each_resumed(tmp_path: Path) 
     with paused_redis_servers(ctx):
         assert sent == [(f"redis-{n}", signal.SIGSTOP) for n in (1, 2, 3)]
     assert sent[3:] == [(f"redis-{n}", signal.SIGCONT) for n in (1, 2, 3)]
+
+
+async def test_a_window_edge_never_aimed_is_not_graded(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def served_late(url: str, key: str, *, moment: float) -> list[float]:
+        return [moment + 10.0]  # every burst answered long after the boundary it aimed at
+
+    async def nothing(*args: object, **kwargs: object) -> list[object]:
+        return []
+
+    monkeypatch.setattr(ratelimit, "_admitted_at", served_late)
+    monkeypatch.setattr(ratelimit, "fire", nothing)
+
+    assert await ratelimit.admitted_around_a_window_edge("http://unused", "edge") is None
