@@ -468,7 +468,7 @@ def check(
     settings = _settings()
     try:
         plan = plan_check(exercises(), design, variant=variant, stage=stage)
-        preload(plan)
+        preload(plan, timeout_s=settings.check_startup_timeout_s)
         with check_servers(settings) as ctx:
             results = run_plan(plan, ctx, on_result=None if as_json else _print_stage)
     except CheckInputError as exc:

@@ -13,7 +13,7 @@ from services.core.app import variant_wiring
 from services.core.learner import LearnerSlot, VariantLoadError, load_wiring, require_port
 from services.lab import registry
 from services.lab.exercises import exercises, progress
-from services.lab.exercises.check import CheckInputError, plan_check
+from services.lab.exercises.check import CheckInputError, plan_check, preload
 from services.lab.exercises.scaffold import ScaffoldExists, scaffold_source, write_scaffold
 from services.lab.exercises.stages import Measured, StageResult
 from services.lab.settings import LabSettings
@@ -177,3 +177,25 @@ def test_a_learner_variant_joins_the_lab_only_when_asked_for(
     asked = Supervisor(settings, services=learner_services(tmp_path, asked=True))
     assert asked.serves("ratelimit-mine")
     assert not Supervisor(settings).serves("ratelimit-mine")
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (
+            "import time\ntime.sleep(60)\n",
+            r"importing it took longer than 1 s \(LAB_CHECK_STARTUP_TIMEOUT_S\)",
+        ),
+        ("x = 1\ndef broken(:\n", r"learner_preloaded\.py:2: syntax error"),
+    ],
+)
+def test_the_check_imports_the_learners_module_apart_and_bounded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, source: str, message: str
+) -> None:
+    (tmp_path / "learner_preloaded.py").write_text(source)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("LAB_RATELIMIT_MINE", "learner_preloaded:open_limiter")
+    plan = plan_check(exercises(), "ratelimit", variant="mine", stage=None)
+
+    with pytest.raises(VariantLoadError, match=message):
+        preload(plan, timeout_s=1)

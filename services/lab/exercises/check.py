@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.core.learner import MINE, LearnerSlot, load_wiring
+from services.core.learner import MINE, LearnerSlot, VariantLoadError
 from services.lab.exercises.serving import VariantBroken, serve_variant, startup_failure
 from services.lab.exercises.stages import CheckContext, Exercise, Stage, StageResult, run_stages
 from services.lab.settings import LabSettings
@@ -56,10 +58,23 @@ def learner_slot(exercise: Exercise) -> LearnerSlot:
     return LearnerSlot(setting=setting, target=os.environ.get(setting, default))
 
 
-def preload(plan: CheckPlan) -> None:
-    """Import the learner's variant here first: a syntax error is named before any server starts."""
-    if plan.variant == MINE:
-        load_wiring(learner_slot(plan.exercise))
+def preload(plan: CheckPlan, *, timeout_s: float) -> None:
+    """Import the learner's variant first, in a process of its own: a syntax error is named before
+    any server starts, and a module that hangs while importing is stopped after ``timeout_s``."""
+    if plan.variant != MINE:
+        return
+    slot = learner_slot(plan.exercise)
+    argv = [sys.executable, "-m", "services.lab.exercises.preload", slot.setting, slot.target]
+    try:
+        loaded = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        raise VariantLoadError(
+            f"{slot.target}: importing it took longer than {timeout_s:g} s (LAB_CHECK_STARTUP_TIMEOUT_S); "
+            "look for work that waits at module level"
+        ) from None
+    if loaded.returncode != 0:
+        lines = loaded.stderr.strip().splitlines()
+        raise VariantLoadError(lines[-1] if lines else f"{slot.target}: import exited {loaded.returncode}")
 
 
 async def preflight(plan: CheckPlan, ctx: CheckContext) -> None:
