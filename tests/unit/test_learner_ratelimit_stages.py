@@ -51,3 +51,12 @@ async def test_a_window_edge_never_aimed_is_not_graded(monkeypatch: pytest.Monke
     monkeypatch.setattr(ratelimit, "fire", nothing)
 
     assert await ratelimit.admitted_around_a_window_edge("http://unused", "edge") is None
+
+
+def test_a_malformed_limiter_setting_is_a_one_line_error_when_the_stage_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LAB_RATELIMIT_REDIS_TIMEOUT_MS", "soon")
+
+    with pytest.raises(ValueError, match=r"^invalid setting: LAB_RATELIMIT_REDIS_TIMEOUT_MS: [^\n]+$"):
+        ratelimit.limiter_settings()

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
+from pydantic import ValidationError
 
 from loadtests.ratelimit.audit import most_in_any_window
 from services.lab.exercises.scaffold import Flaw, ScaffoldSpec
@@ -25,7 +26,6 @@ BURST = 500
 EDGE_LIMIT = 10
 EDGE_WINDOW_S = 2
 EDGE_ATTEMPTS = 3
-BUDGET_MS = RateLimitSettings().ratelimit_redis_timeout_ms
 # What a request may take beyond the budget on a busy 2-core machine: HTTP, the event loop, the client.
 MARGIN_S = 0.5
 
@@ -49,9 +49,19 @@ async def _get(client: httpx.AsyncClient, headers: Mapping[str, str] | None) -> 
     return Answer(status=response.status_code, headers=response.headers, body=response.json())
 
 
+def limiter_settings() -> RateLimitSettings:
+    """The limiter's settings as the variant under check reads them, read when a stage runs (a
+    malformed ``LAB_RATELIMIT_*`` is then that stage's one-line error, not a traceback at import)."""
+    try:
+        return RateLimitSettings()
+    except ValidationError as exc:
+        problems = "; ".join(f"LAB_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"invalid setting: {problems}") from None
+
+
 async def exact_across_workers(ctx: CheckContext) -> Measured:
     """500 concurrent requests with one key against two worker processes at the default quota."""
-    limit = RateLimitSettings().ratelimit_limit
+    limit = limiter_settings().ratelimit_limit
     with serve_variant(ctx, FACTORY, workers=2) as app:
         answers = await fire(app.url, count=BURST, headers={"X-API-Key": f"exact-{time.time_ns()}"})
     statuses = Counter(a.status for a in answers)
@@ -129,12 +139,13 @@ async def ratelimit_fields(ctx: CheckContext) -> Measured:
 async def paused_redis(ctx: CheckContext) -> Measured:
     """20 requests one after another while Redis is paused (SIGSTOP): the slowest answer."""
     assert ctx.signal_infra is not None, "this stage pauses the check's own Redis"
+    budget_ms = limiter_settings().ratelimit_redis_timeout_ms
     with serve_variant(ctx, FACTORY, env={"LAB_RATELIMIT_LIMIT": "3"}) as app:
         async with httpx.AsyncClient(base_url=app.url, timeout=10) as client:
             await client.get(RESOURCE)
             with paused_redis_servers(ctx):
                 timings = [await _timed(client) for _ in range(20)]
-    return paused_verdict(timings, budget_ms=BUDGET_MS)
+    return paused_verdict(timings, budget_ms=budget_ms)
 
 
 @contextmanager
@@ -199,7 +210,7 @@ EXERCISE = Exercise(
         Stage(3, "RateLimit and RateLimit-Policy fields on answers; 429 with Retry-After past the limit",
               "The guard writes these fields from your Decision: are remaining and reset_s right, and "
               "is a denied check a Decision(allowed=False), not an exception?", ratelimit_fields),
-        Stage(4, f"a paused Redis is answered within the budget ({BUDGET_MS} ms + {MARGIN_S}s) by the policy",
+        Stage(4, f"a paused Redis answered by the policy in LAB_RATELIMIT_REDIS_TIMEOUT_MS + {MARGIN_S}s",
               "Every call to Redis needs a deadline (LAB_RATELIMIT_REDIS_TIMEOUT_MS), and a decision "
               "for when it passes: admit (open) or refuse with 503 (closed).", paused_redis),
     ),
