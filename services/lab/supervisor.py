@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from services.lab import processes, registry
-from services.lab.components import Component, ComponentKind
+from services.lab.components import Component, ComponentKind, ExplainingProbe
 from services.lab.infra import Broker, Infra, InfraEndpoints, select_infra
 from services.lab.infra.probes import probe_http, probe_kafka, probe_postgres, probe_redis
 from services.lab.infra.valkey_cluster import ClusterNode, node_name, node_status
@@ -98,7 +98,7 @@ class Supervisor:
             endpoints = infra.provision()
             components = self.components(infra, endpoints)
             pending = [c for c in components if c.name not in state.processes]
-            self._check_ports(pending)
+            self.check_ports(pending)
             state.mode = self.settings.infra
             outcome = UpReport(
                 endpoints=endpoints,
@@ -179,11 +179,13 @@ class Supervisor:
     def service_url(self, spec: registry.ServiceSpec) -> str:
         return f"http://{self.settings.host}:{self.settings.port_of(spec.port_setting)}"
 
-    def _check_ports(self, pending: Iterable[Component]) -> None:
+    def check_ports(self, pending: Iterable[Component]) -> None:
+        """Refuse, before anything starts, a component whose port (or other port) is taken."""
         for component in pending:
-            if component.port and not processes.port_is_free(self.settings.host, component.port):
+            taken = [p for p in _ports_of(component) if not processes.port_is_free(self.settings.host, p)]
+            if taken:
                 raise PortInUse(
-                    f"port {component.port} on {self.settings.host} is already in use, so "
+                    f"port {taken[0]} on {self.settings.host} is already in use, so "
                     f"{component.name} cannot start; free it or move {component.name} with "
                     f"{component.port_setting}=<another port>. Nothing was started."
                 )
@@ -262,7 +264,7 @@ class Supervisor:
                 self._report(f"{component.name} is healthy")
                 return
             if time.monotonic() > deadline:
-                raise StartupFailed(self._failure(component, record, "did not become healthy in time"))
+                raise StartupFailed(self._failure(component, record, never_healthy(component)))
             await asyncio.sleep(_POLL_INTERVAL_S)
 
     def _failure(self, component: Component, record: ProcessRecord, what: str) -> str:
@@ -423,6 +425,17 @@ class Supervisor:
 
     def record_of(self, name: str) -> ProcessRecord | None:
         return LabState.load(self._state_dir).processes.get(name)
+
+
+def _ports_of(component: Component) -> list[int]:
+    return [port for port in (component.port, *component.other_ports) if port]
+
+
+def never_healthy(component: Component) -> str:
+    """The start-up failure's words, with what the probe last saw when it can say."""
+    probe = component.probe
+    why = probe.last_error if isinstance(probe, ExplainingProbe) and probe.last_error else ""
+    return f"did not become healthy in time (last probe: {why})" if why else "did not become healthy in time"
 
 
 def is_redis_component(name: str) -> bool:
