@@ -5,10 +5,11 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import httpx
 import pytest
 
 from services.lab.exercises import ratelimit
-from services.lab.exercises.ratelimit import paused_redis_servers, paused_verdict
+from services.lab.exercises.ratelimit import answered_status, paused_redis_servers, paused_verdict
 from services.lab.exercises.stages import CheckContext
 from services.lab.infra import InfraEndpoints
 
@@ -60,3 +61,11 @@ def test_a_malformed_limiter_setting_is_a_one_line_error_when_the_stage_runs(
 
     with pytest.raises(ValueError, match=r"^invalid setting: LAB_RATELIMIT_REDIS_TIMEOUT_MS: [^\n]+$"):
         ratelimit.limiter_settings()
+
+
+def test_a_503_without_retry_after_is_not_the_policys_refusal() -> None:
+    refused = answered_status(httpx.Response(503, headers={"Retry-After": "1"}))
+    bare = answered_status(httpx.Response(503))
+
+    assert (refused, bare) == (503, "503 without Retry-After")
+    assert not paused_verdict([(0.01, refused), (0.01, bare)], budget_ms=50).passed
