@@ -33,20 +33,32 @@ MARGIN_S = 0.5
 @dataclass(frozen=True)
 class Answer:
     status: int
+    sent_at: float
+    received_at: float
     headers: Mapping[str, str]
     body: dict[str, object]
 
 
-async def fire(url: str, *, count: int, headers: Mapping[str, str] | None = None) -> list[Answer]:
-    """``count`` GETs at once, each on its own connection, as concurrent clients would send them."""
-    limits = httpx.Limits(max_connections=count, max_keepalive_connections=0)
+async def fire(
+    url: str, *, count: int, headers: Mapping[str, str] | None = None, concurrency: int | None = None
+) -> list[Answer]:
+    """``count`` GETs at once, each on its own connection (unless ``concurrency`` bounds them), as
+    concurrent clients would send them."""
+    limits = httpx.Limits(max_connections=concurrency or count, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-        return list(await asyncio.gather(*(_get(client, headers) for _ in range(count))))
+        return list(await asyncio.gather(*(get(client, headers=headers) for _ in range(count))))
 
 
-async def _get(client: httpx.AsyncClient, headers: Mapping[str, str] | None) -> Answer:
+async def get(client: httpx.AsyncClient, *, headers: Mapping[str, str] | None = None) -> Answer:
+    sent_at = time.time()
     response = await client.get(RESOURCE, headers=dict(headers or {}))
-    return Answer(status=response.status_code, headers=response.headers, body=response.json())
+    return Answer(
+        status=response.status_code,
+        sent_at=sent_at,
+        received_at=time.time(),
+        headers=response.headers,
+        body=response.json(),
+    )
 
 
 def limiter_settings() -> RateLimitSettings:
