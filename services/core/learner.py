@@ -39,6 +39,12 @@ class LearnerSlot:
         return self.target.partition(":")[0]
 
 
+def learner_slot(settings: object, *, design: str) -> LearnerSlot:
+    """``design``'s slot, read from its settings' ``<design>_mine`` (``LAB_<DESIGN>_MINE``): the one
+    place the apps, the supervisor and ``lab check`` find the learner's variant."""
+    return LearnerSlot(setting=f"LAB_{design.upper()}_MINE", target=str(getattr(settings, f"{design}_mine")))
+
+
 def load_wiring(slot: LearnerSlot) -> Any:
     """The attribute ``slot.target`` names, or a :class:`VariantLoadError` saying why not."""
     module_name, _, attribute = slot.target.partition(":")
@@ -137,4 +143,12 @@ def learner_wiring(slot: LearnerSlot, *, port: type) -> Callable[..., AbstractAs
     return checked_opener(load_wiring(slot), port=port, name=slot.target)
 
 
-__all__ = ["MINE", "LearnerSlot", "VariantLoadError", "learner_wiring", "load_wiring", "require_port"]
+__all__ = [
+    "MINE",
+    "LearnerSlot",
+    "VariantLoadError",
+    "learner_slot",
+    "learner_wiring",
+    "load_wiring",
+    "require_port",
+]

@@ -416,12 +416,14 @@ BROKEN_VARIANT_EXIT = 2
 def exercise_list() -> None:
     """The exercises, their stages, and the last result of your variant (mine) at each."""
     from services.lab.exercises import exercises, progress
-    from services.lab.exercises.scaffold import mine_path
+    from services.lab.supervisor import is_present
 
     done = progress.load(_settings().state_dir)
     for ex in exercises().values():
         started = (
-            "started" if mine_path(ex.design).exists() else f"not started: lab exercise start {ex.design}"
+            "started"
+            if is_present(registry.learner_service(ex.design))
+            else f"not started: lab exercise start {ex.design}"
         )
         table = Table(title=f"{ex.design}: {ex.title} ({started})", title_justify="left")
         for column in ("stage", "claim", "mine"):

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.core.learner import LearnerSlot, learner_slot
 from services.lab import processes, registry
 from services.lab.components import Component, ComponentKind, ExplainingProbe
 from services.lab.infra import Broker, Infra, InfraEndpoints, select_infra
@@ -471,15 +472,23 @@ def learner_services(state_dir: Path, *, asked: bool) -> list[registry.ServiceSp
 
 
 def is_present(spec: registry.ServiceSpec) -> bool:
-    """Whether the service's code exists: always, but for a learner's variant not yet scaffolded."""
-    if spec.learner_module is None:
+    """Whether the service's code exists: always, but for a learner's variant not yet scaffolded
+    (or whose settings are malformed, so that it could not start either)."""
+    if spec.learner_settings is None:
         return True
-    setting, default = spec.learner_module
-    module = os.environ.get(setting, default).partition(":")[0]
     try:
+        module = learner_slot_of(spec).module_name
         return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
+    except (ImportError, ValueError):  # a pydantic ValidationError is a ValueError
         return False
+
+
+def learner_slot_of(spec: registry.ServiceSpec) -> LearnerSlot:
+    """Where a learner's variant is, read from the design's settings as its app reads them."""
+    assert spec.learner_settings is not None, f"{spec.name} is not a learner's variant"
+    module, _, name = spec.learner_settings.partition(":")
+    settings = getattr(importlib.import_module(module), name)()
+    return learner_slot(settings, design=spec.design)
 
 
 def _needs_no_broker(design: str) -> bool:

@@ -14,10 +14,11 @@ from services.core.learner import LearnerSlot, VariantLoadError, load_wiring, re
 from services.lab import registry
 from services.lab.exercises import exercises, progress
 from services.lab.exercises.check import CheckInputError, plan_check, preload
+from services.lab.exercises.check import learner_slot as check_learner_slot
 from services.lab.exercises.scaffold import ScaffoldExists, scaffold_source, write_scaffold
 from services.lab.exercises.stages import Measured, StageResult
 from services.lab.settings import LabSettings
-from services.lab.supervisor import Supervisor, is_present, learner_services
+from services.lab.supervisor import Supervisor, is_present, learner_services, learner_slot_of
 from services.ratelimit.ports import RateLimiter
 from services.shortener.ports import Adapters
 from tests.support.learner_variants import NoCheck, SharedFixedWindow
@@ -199,3 +200,23 @@ def test_the_check_imports_the_learners_module_apart_and_bounded(
 
     with pytest.raises(VariantLoadError, match=message):
         preload(plan, timeout_s=1)
+
+
+@pytest.mark.parametrize("design", ["ratelimit", "shortener", "orders"])
+def test_the_lab_finds_the_learners_variant_where_the_design_reads_it(
+    monkeypatch: pytest.MonkeyPatch, design: str
+) -> None:
+    monkeypatch.setenv(f"LAB_{design.upper()}_MINE", "elsewhere.theirs:open_it")
+
+    assert check_learner_slot(exercises()[design]) == LearnerSlot(
+        f"LAB_{design.upper()}_MINE", "elsewhere.theirs:open_it"
+    )
+    assert learner_slot_of(registry.learner_service(design)).target == "elsewhere.theirs:open_it"
+
+
+def test_a_malformed_setting_of_the_design_is_a_one_line_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAB_RATELIMIT_LIMIT", "many")
+
+    with pytest.raises(CheckInputError, match=r"^invalid setting: LAB_RATELIMIT_LIMIT: [^\n]+$"):
+        check_learner_slot(exercises()["ratelimit"])
+    assert not is_present(registry.learner_service("ratelimit"))

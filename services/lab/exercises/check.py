@@ -7,7 +7,6 @@ lab the learner has up, and stops them again whatever happens: nothing is left r
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import sys
@@ -17,12 +16,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from services.core.learner import MINE, LearnerSlot, VariantLoadError
+from services.core.settings import invalid_settings
 from services.lab.exercises.serving import VariantBroken, serve_variant, startup_failure
 from services.lab.exercises.stages import CheckContext, Exercise, Stage, StageResult, run_stages
+from services.lab.registry import learner_service
 from services.lab.settings import LabSettings
 from services.lab.standalone import AppDidNotStart
-from services.lab.supervisor import Supervisor
+from services.lab.supervisor import Supervisor, learner_slot_of
 
 VARIANTS = ("mine", "naive", "hardened")
 SERVER_PORTS = ("postgres_port", "redis_port", "kafka_port")
@@ -53,9 +56,10 @@ def plan_check(exercises: dict[str, Exercise], design: str, *, variant: str, sta
 
 
 def learner_slot(exercise: Exercise) -> LearnerSlot:
-    setting = f"LAB_{exercise.design.upper()}_MINE"
-    default = f"services.{exercise.design}.mine:{exercise.opener}"
-    return LearnerSlot(setting=setting, target=os.environ.get(setting, default))
+    try:
+        return learner_slot_of(learner_service(exercise.design))
+    except ValidationError as exc:  # a malformed LAB_<DESIGN>_* setting
+        raise CheckInputError(invalid_settings(exc)) from None
 
 
 def preload(plan: CheckPlan, *, timeout_s: float) -> None:

@@ -15,6 +15,7 @@ import httpx
 from pydantic import ValidationError
 
 from loadtests.ratelimit.audit import most_in_any_window
+from services.core.settings import invalid_settings
 from services.lab.exercises.scaffold import Flaw, ScaffoldSpec
 from services.lab.exercises.serving import serve_variant
 from services.lab.exercises.stages import CheckContext, Exercise, Measured, Stage, at_most, exactly
@@ -67,8 +68,7 @@ def limiter_settings() -> RateLimitSettings:
     try:
         return RateLimitSettings()
     except ValidationError as exc:
-        problems = "; ".join(f"LAB_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"invalid setting: {problems}") from None
+        raise ValueError(invalid_settings(exc)) from None
 
 
 async def exact_across_workers(ctx: CheckContext) -> Measured:
