@@ -13,6 +13,10 @@ from typing import Any
 
 import httpx
 
+# One answer's bound: far above any answer of a service that works under these bursts, and what stops
+# a variant that never answers from hanging the caller (lab check, a test).
+REPLY_TIMEOUT_S = 30.0
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -56,17 +60,35 @@ async def send_all(base_url: str, calls: list[Call], *, concurrency: int) -> lis
 
 
 async def exchange(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, call: Call
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    host: str,
+    call: Call,
+    *,
+    timeout_s: float = REPLY_TIMEOUT_S,
 ) -> Reply:
     payload = b"" if call.body is None else json.dumps(call.body).encode()
     head = f"{call.method} {call.path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(payload)}\r\n"
     if call.body is not None:
         head += "Content-Type: application/json\r\n"
     writer.write(head.encode() + b"\r\n" + payload)
-    status = int((await reader.readline()).split()[1])
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await read_reply(reader)
+    except TimeoutError:
+        raise TimeoutError(f"{call.method} {call.path}: no answer within {timeout_s:g} s") from None
+    except (ConnectionError, asyncio.IncompleteReadError) as exc:
+        raise ConnectionError(f"{call.method} {call.path}: the connection dropped ({exc})") from None
+
+
+async def read_reply(reader: asyncio.StreamReader) -> Reply:
+    status_line = (await reader.readline()).split()
+    if len(status_line) < 2:
+        raise ConnectionError("closed before a status line")
     headers: dict[str, str] = {}
     while (line := await reader.readline()) not in (b"\r\n", b""):
         name, _, value = line.decode("latin-1").partition(":")
         headers[name.strip().lower()] = value.strip()
     length = int(headers.get("content-length", "0"))
-    return Reply(status=status, headers=headers, body=await reader.readexactly(length) if length else b"")
+    body = await reader.readexactly(length) if length else b""
+    return Reply(status=int(status_line[1]), headers=headers, body=body)

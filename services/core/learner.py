@@ -39,6 +39,12 @@ class LearnerSlot:
         return self.target.partition(":")[0]
 
 
+def learner_slot(settings: object, *, design: str) -> LearnerSlot:
+    """``design``'s slot, read from its settings' ``<design>_mine`` (``LAB_<DESIGN>_MINE``): the one
+    place the apps, the supervisor and ``lab check`` find the learner's variant."""
+    return LearnerSlot(setting=f"LAB_{design.upper()}_MINE", target=str(getattr(settings, f"{design}_mine")))
+
+
 def load_wiring(slot: LearnerSlot) -> Any:
     """The attribute ``slot.target`` names, or a :class:`VariantLoadError` saying why not."""
     module_name, _, attribute = slot.target.partition(":")
@@ -56,7 +62,7 @@ def _import(module_name: str, slot: LearnerSlot) -> ModuleType:
     except SyntaxError as exc:
         raise VariantLoadError(f"{exc.filename}:{exc.lineno}: syntax error: {exc.msg}") from None
     except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
+        if exc.name is not None and _is_within(module_name, exc.name):
             raise VariantLoadError(
                 f"{slot.setting}={slot.target}: no module {module_name!r} "
                 "(scaffold one with 'lab exercise start DESIGN')"
@@ -64,6 +70,11 @@ def _import(module_name: str, slot: LearnerSlot) -> ModuleType:
         raise VariantLoadError(f"{_where(exc)}: {exc}") from None
     except Exception as exc:
         raise VariantLoadError(f"{_where(exc)}: {type(exc).__name__}: {exc}") from None
+
+
+def _is_within(module_name: str, missing: str) -> bool:
+    """Whether the missing module is ``module_name`` or a package on its path (not one it imports)."""
+    return missing == module_name or module_name.startswith(missing + ".")
 
 
 def _where(exc: BaseException) -> str:
@@ -80,12 +91,11 @@ def _file_of(module: ModuleType) -> str:
 def require_port(adapter: object, port: type, *, name: str) -> None:
     """Fail, naming the class's file and line, when ``adapter`` lacks a method of the ``port`` Protocol.
 
-    A dataclass of adapters (the shortener's) is checked field by field against its annotations.
+    A port that is a dataclass of adapters (the shortener's) needs an instance of it, whose fields
+    are checked one by one against the port's annotations.
     """
-    if is_dataclass(adapter) and not isinstance(adapter, type):
-        hints = inspect.get_annotations(type(adapter), eval_str=True)
-        for field in fields(adapter):
-            require_port(getattr(adapter, field.name), hints[field.name], name=f"{name}.{field.name}")
+    if is_dataclass(port):
+        _require_adapters(adapter, port, name=name)
         return
     missing = [m for m in _methods_of(port) if not callable(getattr(adapter, m, None))]
     if missing:
@@ -93,6 +103,14 @@ def require_port(adapter: object, port: type, *, name: str) -> None:
             f"{_defined_at(type(adapter))}: {type(adapter).__name__} ({name}) does not implement "
             f"{port.__name__}: missing {', '.join(missing)}"
         )
+
+
+def _require_adapters(adapter: object, port: type, *, name: str) -> None:
+    if not isinstance(adapter, port):
+        raise VariantLoadError(f"{name} gave {type(adapter).__name__}, not {port.__module__}.{port.__name__}")
+    hints = inspect.get_annotations(port, eval_str=True)
+    for field in fields(port):
+        require_port(getattr(adapter, field.name), hints[field.name], name=f"{name}.{field.name}")
 
 
 def _methods_of(port: type) -> list[str]:
@@ -125,4 +143,12 @@ def learner_wiring(slot: LearnerSlot, *, port: type) -> Callable[..., AbstractAs
     return checked_opener(load_wiring(slot), port=port, name=slot.target)
 
 
-__all__ = ["MINE", "LearnerSlot", "VariantLoadError", "learner_wiring", "load_wiring", "require_port"]
+__all__ = [
+    "MINE",
+    "LearnerSlot",
+    "VariantLoadError",
+    "learner_slot",
+    "learner_wiring",
+    "load_wiring",
+    "require_port",
+]

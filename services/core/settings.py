@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Below the kernel's ephemeral port range (32768-60999 on Linux): an outgoing connection can never
@@ -61,3 +61,9 @@ class CoreSettings(BaseSettings):
     # See services/core/gc_tuning.py.
     gc_young_threshold: int = Field(default=50_000, ge=0)
     admin_token: SecretStr | None = None
+
+
+def invalid_settings(exc: ValidationError) -> str:
+    """A settings class's validation error as one line naming each ``LAB_*`` variable at fault."""
+    problems = "; ".join(f"LAB_{str(error['loc'][0]).upper()}: {error['msg']}" for error in exc.errors())
+    return f"invalid setting: {problems}"

@@ -22,7 +22,7 @@ from rich.table import Table
 from services.lab import processes, registry
 from services.lab.infra import Broker, InfraError
 from services.lab.settings import InfraMode, LabSettings
-from services.lab.supervisor import LabError, Supervisor
+from services.lab.supervisor import LabError, Supervisor, learner_services
 
 app = typer.Typer(
     help="System Design Lab: run classic system designs, naive and hardened, side by side.",
@@ -57,25 +57,39 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(code=1)
 
 
-def _supervisor(settings: LabSettings) -> Supervisor:
-    return Supervisor(settings, report=lambda line: console.print(f"  {line}", style="dim"))
+def _supervisor(settings: LabSettings, *, with_mine: bool = False) -> Supervisor:
+    """A supervisor of the whole lab; the learner's variants only ``with_mine`` (or already running)."""
+    return Supervisor(
+        settings,
+        services=_services(settings, with_mine=with_mine),
+        report=lambda line: console.print(f"  {line}", style="dim"),
+    )
 
 
-def _design_supervisor(settings: LabSettings, design: str) -> Supervisor:
+def _design_supervisor(settings: LabSettings, design: str, *, with_mine: bool = False) -> Supervisor:
     """A supervisor of the infrastructure and ``design``'s services and workers alone: a bench that
     brings the lab up starts only what it measures (a lab already running keeps the rest)."""
     return Supervisor(
         settings,
-        services=[spec for spec in registry.SERVICES if spec.design == design],
+        services=[spec for spec in _services(settings, with_mine=with_mine) if spec.design == design],
         workers=[spec for spec in registry.WORKERS if spec.design == design],
         report=lambda line: console.print(f"  {line}", style="dim"),
     )
 
 
+def _services(settings: LabSettings, *, with_mine: bool) -> list[registry.ServiceSpec]:
+    return [*registry.SERVICES, *learner_services(settings.state_dir, asked=with_mine)]
+
+
 @app.command()
-def up(infra: InfraOption = None) -> None:
+def up(
+    infra: InfraOption = None,
+    with_mine: Annotated[
+        bool, typer.Option("--with-mine", help="also serve your own variants (lab exercise start)")
+    ] = False,
+) -> None:
     """Start the infrastructure and every service and worker; wait until all are healthy."""
-    supervisor = _supervisor(_settings(infra=infra))
+    supervisor = _supervisor(_settings(infra=infra), with_mine=with_mine)
     started_at = time.monotonic()
     try:
         report = supervisor.up()
@@ -254,7 +268,7 @@ def bench(
             out=out,
             command=shlex.join(["lab", "bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else "",
         )
-        supervisor = _design_supervisor(_settings(infra=infra), design)
+        supervisor = _design_supervisor(_settings(infra=infra), design, with_mine="mine" in options.variants)
         resolve(options, supervisor.known_components())  # bad options start nothing
         reason = supervisor.cannot_run(design)
         if reason is not None:
@@ -402,12 +416,14 @@ BROKEN_VARIANT_EXIT = 2
 def exercise_list() -> None:
     """The exercises, their stages, and the last result of your variant (mine) at each."""
     from services.lab.exercises import exercises, progress
-    from services.lab.exercises.scaffold import mine_path
+    from services.lab.supervisor import is_present
 
     done = progress.load(_settings().state_dir)
     for ex in exercises().values():
         started = (
-            "started" if mine_path(ex.design).exists() else f"not started: lab exercise start {ex.design}"
+            "started"
+            if is_present(registry.learner_service(ex.design))
+            else f"not started: lab exercise start {ex.design}"
         )
         table = Table(title=f"{ex.design}: {ex.title} ({started})", title_justify="left")
         for column in ("stage", "claim", "mine"):
@@ -454,7 +470,7 @@ def check(
     settings = _settings()
     try:
         plan = plan_check(exercises(), design, variant=variant, stage=stage)
-        preload(plan)
+        preload(plan, timeout_s=settings.check_startup_timeout_s)
         with check_servers(settings) as ctx:
             results = run_plan(plan, ctx, on_result=None if as_json else _print_stage)
     except CheckInputError as exc:
@@ -489,6 +505,8 @@ def _print_stage(result: Any) -> None:
     )
     if measured is not None and measured.detail:
         out.print(f"         {measured.detail}", style="dim", highlight=False)
+    if result.error:
+        out.print(f"         {result.error}", style="red", highlight=False)
     if result.hint:
         out.print(f"         hint: {result.hint}", style="yellow", highlight=False)
 

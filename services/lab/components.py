@@ -5,12 +5,21 @@ from __future__ import annotations
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 ComponentKind = Literal["infra", "service", "worker"]
 
 Probe = Callable[[], Awaitable[bool]]
 """Answers whether the component serves right now; never raises."""
+
+
+@runtime_checkable
+class ExplainingProbe(Protocol):
+    """A probe that keeps why it last answered no, for the message of a component that never serves."""
+
+    last_error: str
+
+    async def __call__(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,7 @@ class Component:
     probe: Probe | None = None
     port: int | None = None
     port_setting: str | None = None
+    other_ports: tuple[int, ...] = ()  # it listens on these too (a cluster node's bus), checked as ``port``
     env: Mapping[str, str] = field(default_factory=dict)
     user: str | None = None
     prepare: Callable[[], None] | None = None

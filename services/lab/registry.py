@@ -26,8 +26,9 @@ class ServiceSpec:
     # so moving a port never leaves a caller pointing at the old one.
     url_setting: str | None = None
     kind: ServiceKind = "variant"
-    # A learner's variant: the setting naming its module and the default, the scaffold's file.
-    learner_module: tuple[str, str] | None = None
+    # A learner's variant: the design's settings class (module:Class), whose ``<design>_mine`` field
+    # (LAB_<DESIGN>_MINE) names the learner's module, as the design's own app reads it.
+    learner_settings: str | None = None
 
     @property
     def name(self) -> str:
@@ -65,8 +66,12 @@ SERVICES: tuple[ServiceSpec, ...] = (
 LEARNER_SERVICES: tuple[ServiceSpec, ...] = tuple(
     ServiceSpec(design, "mine", f"services.{design}.app:create_app", f"{design}_mine_port",
                 workers=1 if design == "orders" else 2, kind="learner",
-                learner_module=(f"LAB_{design.upper()}_MINE", f"services.{design}.mine"))
-    for design in ("shortener", "ratelimit", "orders")
+                learner_settings=settings)
+    for design, settings in (
+        ("shortener", "services.shortener.settings:ShortenerSettings"),
+        ("ratelimit", "services.ratelimit.settings:RateLimitSettings"),
+        ("orders", "services.orders.settings:OrdersSettings"),
+    )
 )
 WORKERS: tuple[WorkerSpec, ...] = (
     WorkerSpec("orders", "orders-relay", "services.orders.relay:run"),
@@ -74,6 +79,11 @@ WORKERS: tuple[WorkerSpec, ...] = (
     WorkerSpec("orders", "orders-notifications", "services.orders.consumers:run_notifications"),
 )
 # fmt: on
+
+
+def learner_service(design: str) -> ServiceSpec:
+    return next(spec for spec in LEARNER_SERVICES if spec.design == design)
+
 
 BROKER_DESIGNS = frozenset({"orders"})
 """Designs whose services and workers need the Kafka broker; the others run without one."""

@@ -21,8 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.core.learner import LearnerSlot, learner_slot
 from services.lab import processes, registry
-from services.lab.components import Component, ComponentKind
+from services.lab.components import Component, ComponentKind, ExplainingProbe
 from services.lab.infra import Broker, Infra, InfraEndpoints, select_infra
 from services.lab.infra.probes import probe_http, probe_kafka, probe_postgres, probe_redis
 from services.lab.infra.valkey_cluster import ClusterNode, node_name, node_status
@@ -75,7 +76,7 @@ class Supervisor:
         self,
         settings: LabSettings,
         *,
-        services: Sequence[registry.ServiceSpec] = (*registry.SERVICES, *registry.LEARNER_SERVICES),
+        services: Sequence[registry.ServiceSpec] = registry.SERVICES,
         workers: Sequence[registry.WorkerSpec] = registry.WORKERS,
         report: Callable[[str], None] = _silent,
     ) -> None:
@@ -98,7 +99,7 @@ class Supervisor:
             endpoints = infra.provision()
             components = self.components(infra, endpoints)
             pending = [c for c in components if c.name not in state.processes]
-            self._check_ports(pending)
+            self.check_ports(pending)
             state.mode = self.settings.infra
             outcome = UpReport(
                 endpoints=endpoints,
@@ -179,11 +180,13 @@ class Supervisor:
     def service_url(self, spec: registry.ServiceSpec) -> str:
         return f"http://{self.settings.host}:{self.settings.port_of(spec.port_setting)}"
 
-    def _check_ports(self, pending: Iterable[Component]) -> None:
+    def check_ports(self, pending: Iterable[Component]) -> None:
+        """Refuse, before anything starts, a component whose port (or other port) is taken."""
         for component in pending:
-            if component.port and not processes.port_is_free(self.settings.host, component.port):
+            taken = [p for p in _ports_of(component) if not processes.port_is_free(self.settings.host, p)]
+            if taken:
                 raise PortInUse(
-                    f"port {component.port} on {self.settings.host} is already in use, so "
+                    f"port {taken[0]} on {self.settings.host} is already in use, so "
                     f"{component.name} cannot start; free it or move {component.name} with "
                     f"{component.port_setting}=<another port>. Nothing was started."
                 )
@@ -262,7 +265,7 @@ class Supervisor:
                 self._report(f"{component.name} is healthy")
                 return
             if time.monotonic() > deadline:
-                raise StartupFailed(self._failure(component, record, "did not become healthy in time"))
+                raise StartupFailed(self._failure(component, record, never_healthy(component)))
             await asyncio.sleep(_POLL_INTERVAL_S)
 
     def _failure(self, component: Component, record: ProcessRecord, what: str) -> str:
@@ -277,10 +280,20 @@ class Supervisor:
     def known_components(self) -> list[str]:
         """Every name ``lab chaos`` and ``lab logs`` accept, in start order."""
         return [
-            "postgres", "redis", "kafka",
+            *self.infra_components(),
             *(spec.name for spec in self.services),
             *(spec.name for spec in self.workers),
         ]  # fmt: skip
+
+    def infra_components(self) -> list[str]:
+        """The servers this lab runs itself, by the names its infra gives them: one Redis is
+        ``redis``, an embedded cluster's nodes ``redis-1``…; none where the servers are not the lab's."""
+        state = LabState.load(self._state_dir)
+        return [c.name for c in self._infra(state, mode=state.mode or self.settings.infra).components()]
+
+    def redis_components(self) -> list[str]:
+        """The Redis servers among them: what a drill that pauses "Redis" must pause, every node."""
+        return [name for name in self.infra_components() if is_redis_component(name)]
 
     def signal_component(self, name: str, sig: int) -> None:
         """Send ``sig`` to a running component's whole process group (a paused PostgreSQL must
@@ -415,6 +428,21 @@ class Supervisor:
         return LabState.load(self._state_dir).processes.get(name)
 
 
+def _ports_of(component: Component) -> list[int]:
+    return [port for port in (component.port, *component.other_ports) if port]
+
+
+def never_healthy(component: Component) -> str:
+    """The start-up failure's words, with what the probe last saw when it can say."""
+    probe = component.probe
+    why = probe.last_error if isinstance(probe, ExplainingProbe) and probe.last_error else ""
+    return f"did not become healthy in time (last probe: {why})" if why else "did not become healthy in time"
+
+
+def is_redis_component(name: str) -> bool:
+    return name == "redis" or name.startswith("redis-")
+
+
 def uvicorn_argv(*, host: str, port: int, workers: int) -> tuple[str, ...]:
     """How every service runs: uvicorn building the app in each worker from the environment.
 
@@ -433,16 +461,34 @@ def serve_env(app_factory: str, variant: str) -> dict[str, str]:
     return {"LAB_SERVE_FACTORY": app_factory, "LAB_SERVE_VARIANT": variant}
 
 
+def learner_services(state_dir: Path, *, asked: bool) -> list[registry.ServiceSpec]:
+    """A learner's variants this lab runs: each scaffolded one when asked for (``lab up --with-mine``,
+    a bench of ``mine``), otherwise only those an earlier ask left running, so ``status``, ``chaos``
+    and ``down`` still see them. A learner's broken module never joins a lab that did not ask for it."""
+    if asked:
+        return list(registry.LEARNER_SERVICES)
+    running = LabState.load(state_dir).processes
+    return [spec for spec in registry.LEARNER_SERVICES if spec.name in running]
+
+
 def is_present(spec: registry.ServiceSpec) -> bool:
-    """Whether the service's code exists: always, but for a learner's variant not yet scaffolded."""
-    if spec.learner_module is None:
+    """Whether the service's code exists: always, but for a learner's variant not yet scaffolded
+    (or whose settings are malformed, so that it could not start either)."""
+    if spec.learner_settings is None:
         return True
-    setting, default = spec.learner_module
-    module = os.environ.get(setting, default).partition(":")[0]
     try:
+        module = learner_slot_of(spec).module_name
         return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
+    except (ImportError, ValueError):  # a pydantic ValidationError is a ValueError
         return False
+
+
+def learner_slot_of(spec: registry.ServiceSpec) -> LearnerSlot:
+    """Where a learner's variant is, read from the design's settings as its app reads them."""
+    assert spec.learner_settings is not None, f"{spec.name} is not a learner's variant"
+    module, _, name = spec.learner_settings.partition(":")
+    settings = getattr(importlib.import_module(module), name)()
+    return learner_slot(settings, design=spec.design)
 
 
 def _needs_no_broker(design: str) -> bool:

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from services.core.app import build_app, open_service_pool, variant_wiring
 from services.core.background import background
 from services.core.health import register_health_check
-from services.core.learner import LearnerSlot
+from services.core.learner import learner_slot
 from services.core.resources import kafka_producer_check, open_kafka_producer, read_resource
 from services.orders import api
 from services.orders.clients import InventoryClient, PaymentGatewayClient, open_http_client
@@ -70,7 +70,7 @@ def create_app(variant: str, settings: OrdersSettings | None = None) -> FastAPI:
     """The orders service; the variant only chooses which :class:`OrderFlow` is wired in."""
     settings = settings or OrdersSettings()
     open_flow = variant_wiring(
-        VARIANTS, variant, design="orders", mine=learner_slot(settings), port=OrderFlow
+        VARIANTS, variant, design="orders", mine=learner_slot(settings, design="orders"), port=OrderFlow
     )
 
     @asynccontextmanager
@@ -87,7 +87,3 @@ def create_app(variant: str, settings: OrdersSettings | None = None) -> FastAPI:
     app = build_app(title=f"orders ({variant})", settings=settings, lifespan=lifespan, errors=errors)
     app.include_router(api.router)
     return app
-
-
-def learner_slot(settings: OrdersSettings) -> LearnerSlot:
-    return LearnerSlot(setting="LAB_ORDERS_MINE", target=settings.orders_mine)

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from services.core.app import build_app, variant_wiring
 from services.core.health import register_health_check
-from services.core.learner import LearnerSlot
+from services.core.learner import learner_slot
 from services.core.resources import CommandPipeline, command_pipeline, connect_early, pipeline_check
 from services.ratelimit import api
 from services.ratelimit.errors import ERRORS
@@ -62,15 +62,15 @@ def policies(settings: RateLimitSettings) -> tuple[Policy, dict[str, Policy]]:
 def create_app(variant: str, settings: RateLimitSettings | None = None) -> FastAPI:
     settings = settings or RateLimitSettings()
     open_limiter = variant_wiring(
-        VARIANTS, variant, design="rate-limiter", mine=learner_slot(settings), port=RateLimiter
+        VARIANTS,
+        variant,
+        design="rate-limiter",
+        mine=learner_slot(settings, design="ratelimit"),
+        port=RateLimiter,
     )
     return build_protected_app(
         title=f"Rate limiter ({variant})", settings=settings, open_limiter=open_limiter
     )
-
-
-def learner_slot(settings: RateLimitSettings) -> LearnerSlot:
-    return LearnerSlot(setting="LAB_RATELIMIT_MINE", target=settings.ratelimit_mine)
 
 
 def build_protected_app(*, title: str, settings: RateLimitSettings, open_limiter: OpenLimiter) -> FastAPI:

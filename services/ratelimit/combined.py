@@ -13,7 +13,7 @@ node refuses it with ``CROSSSLOT``. :data:`KeyNaming` says how the logs are name
   such check fails, and behind a fail-open :class:`~services.ratelimit.hardened.FailurePolicy` every
   request is admitted, counted as degraded.
 
-Exposed by ``tests/integration/test_ratelimit_cluster.py`` (the untagged limiter admits a whole burst
+Exposed by ``tests/integration/test_redis_cluster.py`` (the untagged limiter admits a whole burst
 on the embedded cluster, the hash-tagged one exactly the limit).
 """
 

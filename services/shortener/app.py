@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from services.core.app import build_app, open_service_pool, variant_wiring
 from services.core.background import background
 from services.core.health import register_health_check
-from services.core.learner import LearnerSlot
+from services.core.learner import learner_slot
 from services.core.resources import (
     apply_schema,
     command_pipeline,
@@ -114,7 +114,7 @@ VARIANTS: dict[str, OpenAdapters] = {"naive": open_naive_adapters, "hardened": o
 def create_app(variant: str, settings: ShortenerSettings | None = None) -> FastAPI:
     settings = settings or ShortenerSettings()
     open_adapters = variant_wiring(
-        VARIANTS, variant, design="shortener", mine=learner_slot(settings), port=Adapters
+        VARIANTS, variant, design="shortener", mine=learner_slot(settings, design="shortener"), port=Adapters
     )
 
     @asynccontextmanager
@@ -134,7 +134,3 @@ def create_app(variant: str, settings: ShortenerSettings | None = None) -> FastA
     app = build_app(title=f"URL shortener ({variant})", settings=settings, lifespan=lifespan, errors=ERRORS)
     app.include_router(api.router)
     return app
-
-
-def learner_slot(settings: ShortenerSettings) -> LearnerSlot:
-    return LearnerSlot(setting="LAB_SHORTENER_MINE", target=settings.shortener_mine)

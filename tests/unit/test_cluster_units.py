@@ -3,15 +3,20 @@ endpoints a cluster hands its services, and the modes that cannot run one."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import socket
 from pathlib import Path
 
 import pytest
 
 from services.core.cluster import SLOTS, Redirect
-from services.lab.infra import InfraEndpoints, InfraError, select_infra
+from services.lab.components import Component
+from services.lab.infra import InfraEndpoints, InfraError, select_infra, valkey_cluster
 from services.lab.infra.valkey_cluster import NODES, ClusterNode
+from services.lab.processes import free_port
 from services.lab.settings import LabSettings
+from services.lab.supervisor import PortInUse, Supervisor, never_healthy
 
 
 def test_moved_and_ask_are_read_and_other_errors_are_not_redirections() -> None:
@@ -50,3 +55,81 @@ def test_modes_with_a_single_valkey_refuse_cluster_mode(tmp_path: Path, infra: s
     settings = LabSettings(state_dir=tmp_path, redis_mode="cluster", infra=infra)  # type: ignore[arg-type]
     with pytest.raises(InfraError, match="LAB_REDIS_MODE=cluster"):
         select_infra(settings)
+
+
+@pytest.mark.parametrize(
+    ("mode", "redis"), [("standalone", ["redis"]), ("cluster", ["redis-1", "redis-2", "redis-3"])]
+)
+def test_the_components_chaos_and_drills_know_are_the_infras_own_servers(
+    tmp_path: Path, mode: str, redis: list[str]
+) -> None:
+    settings = LabSettings(state_dir=tmp_path, redis_mode=mode, redis_port=16379, postgres_port=15432)  # type: ignore[arg-type]
+    supervisor = Supervisor(settings, services=(), workers=())
+
+    assert supervisor.redis_components() == redis
+    assert supervisor.known_components()[: 1 + len(redis)] == ["postgres", *redis]
+
+
+class NoServer:
+    """A client of a node nobody asks: CLUSTER commands go to ``sent`` instead."""
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_cluster_meet_is_sent_the_address_a_host_name_resolves_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[tuple[object, ...]] = []
+
+    async def command(client: object, *args: object) -> str:
+        sent.append(args)
+        return ""
+
+    async def owns_slots(client: object) -> bool:
+        return True
+
+    monkeypatch.setattr(valkey_cluster, "_client", lambda node, timeout_s: NoServer())
+    monkeypatch.setattr(valkey_cluster, "_cluster_command", command)
+    monkeypatch.setattr(valkey_cluster, "_owns_slots", owns_slots)
+    nodes = tuple(ClusterNode("localhost", port) for port in (7000, 7001, 7002))
+
+    await valkey_cluster.form_cluster(nodes, timeout_s=1)
+
+    assert sent == [("MEET", "127.0.0.1", 7001), ("MEET", "127.0.0.1", 7002)]
+
+
+async def test_a_cluster_that_never_forms_says_what_its_probe_last_saw(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def refused(nodes: object, *, timeout_s: float) -> None:
+        raise ConnectionRefusedError("connection refused")
+
+    async def half_served(node: object, *, timeout_s: float) -> dict[str, str]:
+        return {"cluster_state": "fail", "cluster_slots_ok": "5461"}
+
+    node = ClusterNode("127.0.0.1", 7000)
+    probe = valkey_cluster.ClusterNodeProbe(node, (node,))
+    monkeypatch.setattr(valkey_cluster, "form_cluster", refused)
+    assert not await probe()
+    assert probe.last_error == "ConnectionRefusedError: connection refused"
+
+    monkeypatch.setattr(valkey_cluster, "form_cluster", lambda nodes, timeout_s: asyncio.sleep(0))
+    monkeypatch.setattr(valkey_cluster, "cluster_info", half_served)
+    assert not await probe()
+    component = Component(name="redis-1", kind="infra", argv=(), probe=probe)
+    assert never_healthy(component).endswith("(last probe: cluster_state:fail, 5461 of 16384 slots served)")
+
+
+def test_a_cluster_nodes_bus_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    supervisor = Supervisor(LabSettings(state_dir=tmp_path), services=(), workers=())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        bus = taken.getsockname()[1]
+        node = Component(
+            name="redis-1", kind="infra", argv=(), port=free_port("127.0.0.1"), other_ports=(bus,)
+        )
+
+        with pytest.raises(PortInUse, match=f"port {bus} on 127.0.0.1 is already in use, so redis-1"):
+            supervisor.check_ports([node])

@@ -213,8 +213,6 @@ def test_the_cluster_topology_names_real_settings_and_services() -> None:
 
 
 def test_services_reach_the_valkey_cluster_in_cluster_mode() -> None:
-    if "redis_mode" not in CoreSettings.model_fields:
-        pytest.skip("the cluster client (LAB_REDIS_MODE, issue 17 item 1) has not landed in this tree")
     assert settings_configmap("base")["LAB_REDIS_MODE"] == "cluster", (
         "base/ runs Valkey as a cluster: add LAB_REDIS_MODE=cluster to TOPOLOGY in generate.py"
     )

@@ -13,11 +13,14 @@ from services.core.app import variant_wiring
 from services.core.learner import LearnerSlot, VariantLoadError, load_wiring, require_port
 from services.lab import registry
 from services.lab.exercises import exercises, progress
-from services.lab.exercises.check import CheckInputError, plan_check
+from services.lab.exercises.check import CheckInputError, plan_check, preload
+from services.lab.exercises.check import learner_slot as check_learner_slot
 from services.lab.exercises.scaffold import ScaffoldExists, scaffold_source, write_scaffold
 from services.lab.exercises.stages import Measured, StageResult
-from services.lab.supervisor import is_present
+from services.lab.settings import LabSettings
+from services.lab.supervisor import Supervisor, is_present, learner_services, learner_slot_of
 from services.ratelimit.ports import RateLimiter
+from services.shortener.ports import Adapters
 from tests.support.learner_variants import NoCheck, SharedFixedWindow
 
 
@@ -137,3 +140,83 @@ def test_a_learner_variant_runs_only_once_its_module_exists(monkeypatch: pytest.
     assert not is_present(mine)
     monkeypatch.setenv("LAB_RATELIMIT_MINE", "tests.support.learner_variants:open_shared_fixed_window")
     assert is_present(mine)
+
+
+@pytest.mark.parametrize("given", [None, object(), {"codes": None}])
+def test_a_shortener_opener_must_yield_its_adapters_dataclass(given: object) -> None:
+    with pytest.raises(VariantLoadError, match=r"mine gave \w+, not services\.shortener\.ports\.Adapters"):
+        require_port(given, Adapters, name="mine")
+
+
+def test_the_shortener_adapters_are_checked_field_by_field() -> None:
+    adapters = Adapters(codes=NoCheck(), redirects=NoCheck(), clicks=NoCheck())  # type: ignore[arg-type]
+
+    with pytest.raises(VariantLoadError, match=r"NoCheck \(mine\.codes\) does not implement CodeSource"):
+        require_port(adapters, Adapters, name="mine")
+
+
+def test_a_failing_import_inside_the_learners_module_is_named_not_taken_for_a_missing_scaffold(
+    on_path: Path,
+) -> None:
+    (on_path / "learner_pkg").mkdir()
+    (on_path / "learner_pkg" / "__init__.py").write_text("")
+    (on_path / "learner_pkg" / "mine.py").write_text("x = 1\nimport learner_pk\n")
+
+    with pytest.raises(VariantLoadError, match=r"mine\.py:2: No module named 'learner_pk'"):
+        load_wiring(slot("learner_pkg.mine:open_limiter"))
+    with pytest.raises(VariantLoadError, match="lab exercise start"):
+        load_wiring(slot("learner_pkg.other:open_limiter"))
+
+
+def test_a_learner_variant_joins_the_lab_only_when_asked_for(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("LAB_RATELIMIT_MINE", "tests.support.learner_variants:open_shared_fixed_window")
+    settings = LabSettings(state_dir=tmp_path)
+
+    assert learner_services(tmp_path, asked=False) == []
+    asked = Supervisor(settings, services=learner_services(tmp_path, asked=True))
+    assert asked.serves("ratelimit-mine")
+    assert not Supervisor(settings).serves("ratelimit-mine")
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (
+            "import time\ntime.sleep(60)\n",
+            r"importing it took longer than 1 s \(LAB_CHECK_STARTUP_TIMEOUT_S\)",
+        ),
+        ("x = 1\ndef broken(:\n", r"learner_preloaded\.py:2: syntax error"),
+    ],
+)
+def test_the_check_imports_the_learners_module_apart_and_bounded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, source: str, message: str
+) -> None:
+    (tmp_path / "learner_preloaded.py").write_text(source)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("LAB_RATELIMIT_MINE", "learner_preloaded:open_limiter")
+    plan = plan_check(exercises(), "ratelimit", variant="mine", stage=None)
+
+    with pytest.raises(VariantLoadError, match=message):
+        preload(plan, timeout_s=1)
+
+
+@pytest.mark.parametrize("design", ["ratelimit", "shortener", "orders"])
+def test_the_lab_finds_the_learners_variant_where_the_design_reads_it(
+    monkeypatch: pytest.MonkeyPatch, design: str
+) -> None:
+    monkeypatch.setenv(f"LAB_{design.upper()}_MINE", "elsewhere.theirs:open_it")
+
+    assert check_learner_slot(exercises()[design]) == LearnerSlot(
+        f"LAB_{design.upper()}_MINE", "elsewhere.theirs:open_it"
+    )
+    assert learner_slot_of(registry.learner_service(design)).target == "elsewhere.theirs:open_it"
+
+
+def test_a_malformed_setting_of_the_design_is_a_one_line_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAB_RATELIMIT_LIMIT", "many")
+
+    with pytest.raises(CheckInputError, match=r"^invalid setting: LAB_RATELIMIT_LIMIT: [^\n]+$"):
+        check_learner_slot(exercises()["ratelimit"])
+    assert not is_present(registry.learner_service("ratelimit"))

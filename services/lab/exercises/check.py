@@ -7,20 +7,25 @@ lab the learner has up, and stops them again whatever happens: nothing is left r
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.core.learner import MINE, LearnerSlot, load_wiring
+from pydantic import ValidationError
+
+from services.core.learner import MINE, LearnerSlot, VariantLoadError
+from services.core.settings import invalid_settings
 from services.lab.exercises.serving import VariantBroken, serve_variant, startup_failure
 from services.lab.exercises.stages import CheckContext, Exercise, Stage, StageResult, run_stages
+from services.lab.registry import learner_service
 from services.lab.settings import LabSettings
 from services.lab.standalone import AppDidNotStart
-from services.lab.supervisor import Supervisor
+from services.lab.supervisor import Supervisor, learner_slot_of
 
 VARIANTS = ("mine", "naive", "hardened")
 SERVER_PORTS = ("postgres_port", "redis_port", "kafka_port")
@@ -51,15 +56,29 @@ def plan_check(exercises: dict[str, Exercise], design: str, *, variant: str, sta
 
 
 def learner_slot(exercise: Exercise) -> LearnerSlot:
-    setting = f"LAB_{exercise.design.upper()}_MINE"
-    default = f"services.{exercise.design}.mine:{exercise.opener}"
-    return LearnerSlot(setting=setting, target=os.environ.get(setting, default))
+    try:
+        return learner_slot_of(learner_service(exercise.design))
+    except ValidationError as exc:  # a malformed LAB_<DESIGN>_* setting
+        raise CheckInputError(invalid_settings(exc)) from None
 
 
-def preload(plan: CheckPlan) -> None:
-    """Import the learner's variant here first: a syntax error is named before any server starts."""
-    if plan.variant == MINE:
-        load_wiring(learner_slot(plan.exercise))
+def preload(plan: CheckPlan, *, timeout_s: float) -> None:
+    """Import the learner's variant first, in a process of its own: a syntax error is named before
+    any server starts, and a module that hangs while importing is stopped after ``timeout_s``."""
+    if plan.variant != MINE:
+        return
+    slot = learner_slot(plan.exercise)
+    argv = [sys.executable, "-m", "services.lab.exercises.preload", slot.setting, slot.target]
+    try:
+        loaded = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        raise VariantLoadError(
+            f"{slot.target}: importing it took longer than {timeout_s:g} s (LAB_CHECK_STARTUP_TIMEOUT_S); "
+            "look for work that waits at module level"
+        ) from None
+    if loaded.returncode != 0:
+        lines = loaded.stderr.strip().splitlines()
+        raise VariantLoadError(lines[-1] if lines else f"{slot.target}: import exited {loaded.returncode}")
 
 
 async def preflight(plan: CheckPlan, ctx: CheckContext) -> None:
@@ -84,6 +103,7 @@ def check_servers(settings: LabSettings) -> Iterator[CheckContext]:
             variant="",
             log_dir=state_dir / "logs",
             signal_infra=supervisor.signal_component,
+            redis_components=tuple(supervisor.redis_components()),
             startup_timeout_s=settings.check_startup_timeout_s,
         )
     finally:

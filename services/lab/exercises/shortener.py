@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 import asyncpg
 
 from loadtests.environment import counter
 from loadtests.shortener.rawhttp import Call, send_all
 from services.lab.exercises.scaffold import Flaw, ScaffoldSpec
-from services.lab.exercises.serving import serve_variant
 from services.lab.exercises.stages import CheckContext, Exercise, Measured, Stage, at_most, exactly
-from services.lab.standalone import ServedApp
+from services.lab.standalone import ServedApp, serve_app
 
 FACTORY = "services.shortener.app:create_app"
 CREATES = 50
@@ -35,17 +35,32 @@ CLICK_WAIT_S = 5.0
 
 
 @contextmanager
-def two_replicas(ctx: CheckContext, **env: str) -> Iterator[list[str]]:
-    """Two processes of the variant on the same servers, as two replicas behind a load balancer."""
+def replicas(
+    variant: str, *, env: Mapping[str, str], log_dir: Path, count: int = 2, startup_timeout_s: float = 30.0
+) -> Iterator[list[ServedApp]]:
+    """``count`` processes of one variant on the same servers, as replicas behind a load balancer."""
     with ExitStack() as stack:
-        apps: list[ServedApp] = [
-            stack.enter_context(serve_variant(ctx, FACTORY, env={**QUICK, **env})) for _ in range(2)
+        yield [
+            stack.enter_context(
+                serve_app(FACTORY, variant, env=env, log_dir=log_dir, startup_timeout_s=startup_timeout_s)
+            )
+            for _ in range(count)
         ]
+
+
+@contextmanager
+def two_replicas(ctx: CheckContext, **env: str) -> Iterator[list[str]]:
+    """Two replicas of the variant under check, with the check's environment."""
+    served = replicas(
+        ctx.variant, env=ctx.env(**QUICK, **env), log_dir=ctx.log_dir, startup_timeout_s=ctx.startup_timeout_s
+    )
+    with served as apps:
         yield [app.url for app in apps]
 
 
-def total(urls: list[str], name: str) -> float:
-    return sum(counter(url, name) for url in urls)
+def total(urls: Iterable[str], name: str, labels: Mapping[str, str] | None = None) -> float:
+    """A counter summed over the replicas."""
+    return sum(counter(url, name, labels) for url in urls)
 
 
 async def create_links(url: str, count: int) -> list[str]:

@@ -41,6 +41,7 @@ class CheckContext:
     log_dir: Path
     variant_env: Mapping[str, str] = field(default_factory=dict)
     signal_infra: Callable[[str, int], None] | None = None  # ("redis", signal.SIGSTOP)
+    redis_components: tuple[str, ...] = ("redis",)  # every node of a cluster: ("redis-1", ...)
     startup_timeout_s: float = 30.0
     memo: dict[str, Any] = field(default_factory=dict)
     shared: ExitStack = field(default_factory=ExitStack)
@@ -94,6 +95,7 @@ class StageResult:
     measured: Measured | None = None
     hint: str = ""
     seconds: float = 0.0
+    error: str = ""  # why the stage could not run at all (it measured nothing)
 
     def to_json(self) -> dict[str, Any]:
         measured = self.measured
@@ -103,7 +105,7 @@ class StageResult:
             "outcome": self.outcome,
             "value": measured.value if measured else None,
             "bound": measured.bound if measured else None,
-            "detail": measured.detail if measured else "",
+            "detail": measured.detail if measured else self.error,
             "hint": self.hint,
             "seconds": round(self.seconds, 2),
         }
@@ -127,7 +129,10 @@ async def run_stages(
 
 async def _run_one(stage: Stage, ctx: CheckContext) -> StageResult:
     started = time.monotonic()
-    measured = await stage.run(ctx)
+    try:
+        measured = await stage.run(ctx)
+    except Exception as exc:  # a learner's variant may break a stage in any way; it is that stage's FAIL
+        return _could_not_run(stage, ctx, exc, seconds=time.monotonic() - started)
     outcome: Outcome = "PASS" if measured.passed else "FAIL"
     return StageResult(
         stage.number,
@@ -137,6 +142,11 @@ async def _run_one(stage: Stage, ctx: CheckContext) -> StageResult:
         hint="" if measured.passed else stage.hint,
         seconds=time.monotonic() - started,
     )
+
+
+def _could_not_run(stage: Stage, ctx: CheckContext, exc: Exception, *, seconds: float) -> StageResult:
+    error = f"stage could not run: {type(exc).__name__}: {exc} (the services' logs: {ctx.log_dir})"
+    return StageResult(stage.number, stage.claim, "FAIL", hint=stage.hint, seconds=seconds, error=error)
 
 
 def at_most(value: float, bound: float, detail: str = "") -> Measured:

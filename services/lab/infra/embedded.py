@@ -204,13 +204,16 @@ class EmbeddedInfra:
         return [
             self._valkey(
                 valkey_cluster.node_name(index),
-                probe=functools.partial(valkey_cluster.probe_cluster_node, node, nodes=nodes),
+                probe=valkey_cluster.ClusterNodeProbe(node, nodes),
                 options=valkey_cluster.server_options(str(self._root / valkey_cluster.node_name(index))),
+                bus_port=valkey_cluster.bus_port(node.port),
             )
             for index, node in enumerate(nodes)
         ]
 
-    def _valkey(self, name: str, *, probe: Probe, options: tuple[str, ...] = ()) -> Component:
+    def _valkey(
+        self, name: str, *, probe: Probe, options: tuple[str, ...] = (), bus_port: int | None = None
+    ) -> Component:
         data_dir = self._root / ("valkey" if name == "redis" else name)
         data_dir.mkdir(parents=True, exist_ok=True)
         argv = (
@@ -229,6 +232,7 @@ class EmbeddedInfra:
             port=self._ports[name],
             port_setting=env_name("redis_port"),
             probe=probe,
+            other_ports=() if bus_port is None else (bus_port,),
         )
 
     def _tansu(self, binary: Path, bootstrap: str) -> Component:

@@ -12,7 +12,9 @@ keep serving theirs (``cluster-require-full-coverage no``), the failure the lab'
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -35,11 +37,15 @@ NODE_TIMEOUT_MS = 3_000
 BUS_PORT_OFFSET = 10_000
 
 
+def bus_port(port: int) -> int:
+    return port + BUS_PORT_OFFSET
+
+
 def free_node_port(host: str) -> int:
     """A free port whose cluster-bus port (the port plus 10,000) is free too."""
     while True:
         port = free_port(host)
-        if processes.port_is_free(host, port + BUS_PORT_OFFSET):
+        if processes.port_is_free(host, bus_port(port)):
             return port
 
 
@@ -78,16 +84,34 @@ def server_options(data_dir: str) -> tuple[str, ...]:
     )  # fmt: skip
 
 
-async def probe_cluster_node(
-    node: ClusterNode, *, nodes: tuple[ClusterNode, ...], timeout_s: float = 2.0
-) -> bool:
-    """Whether ``node`` serves as part of a complete cluster, forming the cluster first if need be."""
-    try:
-        await form_cluster(nodes, timeout_s=timeout_s)
-        return await serves_every_slot(node, timeout_s=timeout_s)
-    except (TimeoutError, OSError, aioredis.RedisError) as exc:
-        logger.debug("probe_failed server=redis-cluster node=%s error=%r", node.port, exc)
-        return False
+@dataclass
+class ClusterNodeProbe:
+    """Whether ``node`` serves as part of a complete cluster, forming the cluster first if need be;
+    ``last_error`` keeps why it last said no, for the message of a cluster that never forms."""
+
+    node: ClusterNode
+    nodes: tuple[ClusterNode, ...]
+    timeout_s: float = 2.0
+    last_error: str = ""
+
+    async def __call__(self) -> bool:
+        try:
+            await form_cluster(self.nodes, timeout_s=self.timeout_s)
+            info = await cluster_info(self.node, timeout_s=self.timeout_s)
+        except (TimeoutError, OSError, aioredis.RedisError) as exc:
+            logger.debug("probe_failed server=redis-cluster node=%s error=%r", self.node.port, exc)
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            return False
+        self.last_error = _unserved(info)
+        return not self.last_error
+
+
+def _unserved(info: dict[str, str]) -> str:
+    """What keeps a node from serving (empty: nothing)."""
+    if info.get("cluster_state") == "ok" and info.get("cluster_slots_ok") == str(SLOTS):
+        return ""
+    state, served = info.get("cluster_state", "?"), info.get("cluster_slots_ok", "?")
+    return f"cluster_state:{state}, {served} of {SLOTS} slots served"
 
 
 async def form_cluster(nodes: tuple[ClusterNode, ...], *, timeout_s: float) -> None:
@@ -99,15 +123,17 @@ async def form_cluster(nodes: tuple[ClusterNode, ...], *, timeout_s: float) -> N
             if not await _owns_slots(client):
                 await _add_slots(client, node.slot_range(index))
         for node in nodes[1:]:
-            await _cluster_command(clients[0], "MEET", node.host, node.port)
+            # CLUSTER MEET takes an address, not a name: LAB_HOST=localhost is resolved first.
+            await _cluster_command(clients[0], "MEET", await _address_of(node.host), node.port)
     finally:
         for client in clients:
             await client.aclose()
 
 
-async def serves_every_slot(node: ClusterNode, *, timeout_s: float) -> bool:
-    info = await cluster_info(node, timeout_s=timeout_s)
-    return info.get("cluster_state") == "ok" and info.get("cluster_slots_ok") == str(SLOTS)
+async def _address_of(host: str) -> str:
+    """The first address ``host`` resolves to (an address stays itself)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return str(infos[0][4][0])
 
 
 async def cluster_info(node: ClusterNode, *, timeout_s: float) -> dict[str, str]:
