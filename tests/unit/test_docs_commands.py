@@ -19,7 +19,8 @@ import typer.main
 
 from loadtests.demo import ACTS
 from loadtests.designs import DESIGNS
-from services.lab.cli import app
+from loadtests.faults import matching_cells
+from services.lab.cli import FAULT_MATRIX, app
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -56,7 +57,9 @@ def _check_lab(args: list[str]) -> None:
     assert command is not None, f"'lab {name}' does not exist"
     context = command.make_context(name, rest)  # raises on unknown options or bad values
     design = context.params.get("design")
-    if design is not None:
+    if design == FAULT_MATRIX:  # lab bench faults: the fault matrix, its cells chosen by --cells
+        matching_cells([part for part in context.params["cells"].split(",") if part])
+    elif design is not None:
         assert design in DESIGNS, f"the docs use design {design!r}; the bench has {sorted(DESIGNS)}"
         scenario = context.params.get("scenario")
         known = DESIGNS[design].scenarios
