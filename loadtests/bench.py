@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import statistics
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -409,6 +410,7 @@ def _report(plan: Plan, options: BenchOptions, rounds: list[dict[str, Any]]) -> 
         "pinning": _pinning(rounds),
         "rounds": rounds,
         "comparisons": [c.to_json() for c in _comparisons(plan, rounds)],
+        "uncompared": _uncompared(plan, rounds),
         "capacity": _capacity(rounds, plan.labels) if plan.mode == "sweep" else {},
         "flags": [],  # the report names generator-bound, invalid and overloaded runs itself
     }
@@ -487,6 +489,34 @@ def _noise_goal(plan: Plan) -> list[Goal]:
 
 def _comparable(goal: Goal, rounds: list[dict[str, Any]]) -> bool:
     return all(v > 0 for v in _values(rounds, goal.denominator, goal.metric))
+
+
+def _uncompared(plan: Plan, rounds: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The goals of these runs that have no ratio, and why: a denominator of 0 in some round (a
+    variant that held no offered rate at the SLO) leaves the ratio without a value, which the page
+    says rather than leaving the goal out."""
+    goals = [g for g in plan.scenario.goals if g.mode == plan.mode]
+    goals = [g for g in goals if {g.numerator, g.denominator} <= set(plan.labels)]
+    return [
+        {"name": goal.name, "reason": _why_no_ratio(goal, rounds)}
+        for goal in goals
+        if not _comparable(goal, rounds)
+    ]
+
+
+def _why_no_ratio(goal: Goal, rounds: list[dict[str, Any]]) -> str:
+    denominators = _values(rounds, goal.denominator, goal.metric)
+    zero_rounds = ", ".join(str(index + 1) for index, value in enumerate(denominators) if value <= 0)
+    numerator = _median(rounds, goal.numerator, goal.metric)
+    denominator = statistics.median(denominators)
+    return (
+        f"{goal.denominator}'s {goal.metric} was 0 in round(s) {zero_rounds} (medians: {goal.numerator} "
+        f"{numerator:g}, {goal.denominator} {denominator:g}), so the ratio has no value"
+    )
+
+
+def _median(rounds: list[dict[str, Any]], label: str, metric: str) -> float:
+    return statistics.median(_values(rounds, label, metric))
 
 
 def _compare(goal: Goal, rounds: list[dict[str, Any]]) -> Comparison:

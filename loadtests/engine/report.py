@@ -279,7 +279,9 @@ def verdict_table(report: Doc) -> Table:
             "this, so it cannot read “met”."
         )
     header = ["comparison", "ratio (median [95% interval])", "goal", "verdict", "rounds", "generator"]
-    if not rows:
+    uncompared = report.get("uncompared", [])
+    notes += [f"{goal['name']}: no verdict; {goal['reason']}." for goal in uncompared]
+    if not rows and not uncompared:
         notes.insert(0, "No comparison: these runs bear no verdict.")
     return Table(header, rows, notes=notes)
 

@@ -257,3 +257,17 @@ def test_the_spectrum_is_the_histograms_percentiles_and_never_above_the_max(samp
         assert y == expected / 1000
     assert ys == sorted(ys)
     assert ys[-1] == highest
+
+
+def test_a_goal_without_a_ratio_says_why_instead_of_disappearing() -> None:
+    from loadtests.engine.report import verdict_table
+
+    reason = (
+        "naive's knee_rps was 0 in round(s) 2 (medians: hardened 102, naive 25), so the ratio has no value"
+    )
+    table = verdict_table(
+        {"comparisons": [], "uncompared": [{"name": "capacity, hardened / naive", "reason": reason}]}
+    )
+    assert table.rows == []
+    assert table.notes == [f"capacity, hardened / naive: no verdict; {reason}."]
+    assert verdict_table({"comparisons": []}).notes == ["No comparison: these runs bear no verdict."]
