@@ -28,7 +28,7 @@ from typing import Annotated, Any
 
 import asyncpg
 import typer
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from services.orders.events import TopicOffsets
 from services.orders.settings import OrdersSettings, schema_for
@@ -114,6 +114,14 @@ async def read_topic(
 ) -> list[dict[str, Any]]:
     """Every message of ``topic`` from ``start`` (offsets per partition; the beginning where none is
     given), as decoded JSON (an absent topic is empty)."""
+    return [json.loads(record.value) for record in await read_records(settings, topic, start=start)]
+
+
+async def read_records(
+    settings: OrdersSettings, topic: str, *, start: Mapping[int, int] | None = None
+) -> list[ConsumerRecord]:
+    """Every record of ``topic`` from ``start``, with its partition, offset, key and headers,
+    each partition's in offset order."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         enable_auto_commit=False,
@@ -132,20 +140,20 @@ async def read_topic(
 
 async def _read_to_end(
     consumer: AIOKafkaConsumer, partitions: list[TopicPartition], *, start: Mapping[int, int]
-) -> list[dict[str, Any]]:
+) -> list[ConsumerRecord]:
     consumer.assign(partitions)
     end = await consumer.end_offsets(partitions)
     for tp in partitions:
         await _seek_to_start(consumer, tp, start=start.get(tp.partition), end=end[tp])
-    messages: list[dict[str, Any]] = []
+    records: list[ConsumerRecord] = []
     silent = 0
     while silent < SILENT_POLLS and [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
         batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-        messages.extend(json.loads(r.value) for batch in batches.values() for r in batch)
+        records.extend(record for batch in batches.values() for record in batch)
         silent = 0 if batches else silent + 1
     if silent:
         logger.warning("topic_unreadable_below_its_end partitions=%s", [tp.partition for tp in partitions])
-    return messages
+    return records
 
 
 async def _seek_to_start(

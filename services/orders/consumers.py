@@ -1,7 +1,10 @@
 """Idempotent consumers of ``OrderPlaced``: payments and notifications.
 
 Each runs in a consumer group and commits offsets only after a batch is processed, so a crash means
-redelivery, never loss. Each handler writes ``(consumer, message_id)`` into the ``inbox`` table in
+redelivery, never loss; several instances of one group share the partitions, and the inbox makes the
+redeliveries of a rebalance (a partition's uncommitted messages handed to the other instance)
+harmless. Within a batch, different orders are handled concurrently and one order's events in
+partition order. Each handler writes ``(consumer, message_id)`` into the ``inbox`` table in
 its own transaction, together with its effect: a redelivered message finds its row and is skipped
 (counted in ``inbox.deliveries``). Payments charges the gateway before that transaction, never
 inside it (a transaction held open across a call to another service holds a pooled connection,
@@ -47,7 +50,14 @@ from services.core.problems import UNAVAILABLE_ERRORS
 from services.core.resources import apply_schema, open_kafka_producer, open_postgres_pool, read_resource
 from services.orders import store
 from services.orders.clients import PaymentGatewayClient, open_http_client
-from services.orders.events import MESSAGE_ID_HEADER, OrderPlaced, ensure_topics, header_value
+from services.orders.events import (
+    EVENT_TYPE_HEADER,
+    MESSAGE_ID_HEADER,
+    ORDER_PLACED,
+    OrderPlaced,
+    ensure_topics,
+    header_value,
+)
 from services.orders.settings import OrdersSettings, schema_for
 
 logger = logging.getLogger(__name__)
@@ -118,6 +128,8 @@ class InboxConsumer:
         """Handle one message: retried while our own database is away, however long (the message is
         not at fault, and its offset stays uncommitted); any other failure is retried
         ``orders_consumer_max_attempts`` times, then dead-lettered."""
+        if header_value(record.headers, EVENT_TYPE_HEADER) not in (None, ORDER_PLACED):
+            return  # another event of the order's stream: nothing these consumers act on
         message_id = _message_id(record)
         attempt, outage = 0, 0
         while True:
@@ -179,9 +191,14 @@ class InboxConsumer:
             records = [record for batch in batches.values() for record in batch]
             if not records:
                 continue
-            await asyncio.gather(*(self.process(record) for record in records))
+            await asyncio.gather(*(self._process_in_order(same) for same in by_key(records).values()))
             await asyncio.sleep(self.settings.orders_consumer_commit_delay_s)
             await self._commit(consumer)
+
+    async def _process_in_order(self, records: list[ConsumerRecord]) -> None:
+        """One order's events one after the other, as the partition holds them (commit order)."""
+        for record in records:
+            await self.process(record)
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
         """Commit what was handled. A commit the broker refuses (it restarted and lost its topics and
@@ -279,6 +296,15 @@ class Rebalances(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self.unchecked = True
+
+
+def by_key(records: list[ConsumerRecord]) -> dict[bytes | None, list[ConsumerRecord]]:
+    """A batch split by message key (the aggregate id), each key's records in offset order: the
+    batch runs concurrently across orders and sequentially within one."""
+    groups: dict[bytes | None, list[ConsumerRecord]] = {}
+    for record in records:
+        groups.setdefault(record.key, []).append(record)
+    return groups
 
 
 def _message_id(record: ConsumerRecord) -> str:

@@ -65,8 +65,24 @@ def header_value(headers: Any, name: str) -> str | None:
     return None
 
 
+class PartitionCountMismatch(RuntimeError):
+    """An existing topic has another partition count than ``LAB_ORDERS_TOPIC_PARTITIONS``. Kafka
+    cannot remove partitions, and adding some moves keys to other partitions, so that one order's
+    new events could overtake its old ones: the process refuses to start rather than change the
+    topic. Nothing is lost: unpublished events wait in the outbox, published ones in the topic."""
+
+    def __init__(self, *, topic: str, found: int, wanted: int) -> None:
+        super().__init__(
+            f"topic {topic!r} has {found} partitions but LAB_ORDERS_TOPIC_PARTITIONS={wanted}: "
+            f"a topic's partition count cannot be lowered, and raising it would reorder events of one "
+            f"order; set LAB_ORDERS_TOPIC_PARTITIONS={found}, or move to a new topic (LAB_ORDERS_TOPIC) "
+            f"once this one is drained"
+        )
+
+
 async def ensure_topics(settings: OrdersSettings, names: list[str]) -> None:
-    """Create the topics a process uses (Tansu and a fresh Kafka have none); existing ones stay."""
+    """Create the topics a process uses (Tansu and a fresh Kafka have none); existing ones stay, and
+    must have ``orders_topic_partitions`` partitions (else :class:`PartitionCountMismatch`)."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=settings.kafka_request_timeout_ms
     )
@@ -76,8 +92,18 @@ async def ensure_topics(settings: OrdersSettings, names: list[str]) -> None:
         missing = [name for name in names if name not in existing]
         if missing:
             await _create_topics(admin, missing, partitions=settings.orders_topic_partitions)
+        present = [name for name in names if name in existing]
+        if present:
+            await _check_partitions(admin, present, wanted=settings.orders_topic_partitions)
     finally:
         await admin.close()
+
+
+async def _check_partitions(admin: AIOKafkaAdminClient, names: list[str], *, wanted: int) -> None:
+    for topic in await admin.describe_topics(names):
+        found = len(topic["partitions"])
+        if found != wanted:
+            raise PartitionCountMismatch(topic=topic["topic"], found=found, wanted=wanted)
 
 
 async def _create_topics(admin: AIOKafkaAdminClient, names: list[str], *, partitions: int) -> None:

@@ -6,6 +6,21 @@ header, waits for the broker's acknowledgement and only then marks them publishe
 transaction. Killed between send and mark, the rows stay unpublished and are sent again; consumers
 dedupe on ``message_id``.
 
+Several relays run side by side, and one order's events still leave in commit order. ``SKIP
+LOCKED`` alone would not keep it: relay A claims an order's first event, relay B skips that locked
+row and claims the order's second one, and B's send can reach the partition first. So a relay
+claims a row only while it holds the transaction-scoped advisory lock of the row's aggregate
+(``pg_try_advisory_xact_lock``, taken in the claim's own scan, before the row lock): one relay at a
+time owns an order, from the claim to the commit that marks its rows published, and the next owner
+sees them published. The scan walks the unpublished rows in id order, so an owner that takes an
+order's later row has taken its earlier ready rows in the same batch; rows of orders another relay
+owns fail the try-lock and are passed over, so the second relay claims the next orders instead of
+waiting. Considered and not chosen: fixed hash buckets per relay (a killed relay's buckets stall
+until it comes back, and the relay count becomes configuration) and claiming whole aggregates in a
+second statement (two round trips for the same guarantee). The cost: one lock-table entry per order
+in a batch while it is in flight (``orders_relay_batch_size`` × relays must stay well below
+PostgreSQL's ``max_locks_per_transaction`` × ``max_connections``, 6,400 by default).
+
 Only rows whose writing transaction is older than every transaction still running are claimed
 (``xid < pg_snapshot_xmin(pg_current_snapshot())``, watermill's rule): a transaction that commits
 late cannot have its rows overtaken, and since rows are selected by ``published_at IS NULL`` rather
@@ -37,9 +52,16 @@ from services.orders.settings import OrdersSettings, schema_for
 logger = logging.getLogger(__name__)
 
 CHANNEL = "orders_outbox"
-CLAIM = """
+# Namespace of the relay's per-aggregate advisory locks (the two-key form keeps them apart from the
+# lab's other advisory locks, which use the one-key form).
+AGGREGATE_LOCK_SPACE = 17_301
+# A lock taken for a row that is then not claimed (not ready yet, or past the limit) only holds that
+# order back until this batch commits. A row whose relay committed after this statement's snapshot
+# is re-checked on its newest version when locked (READ COMMITTED): published by then, it drops out.
+CLAIM = f"""
 SELECT id, aggregate_id, event_type, payload::text AS payload FROM outbox
 WHERE published_at IS NULL AND xid < pg_snapshot_xmin(pg_current_snapshot())
+  AND pg_try_advisory_xact_lock({AGGREGATE_LOCK_SPACE}, hashtext(aggregate_id))
 ORDER BY id LIMIT $1
 FOR UPDATE SKIP LOCKED
 """

@@ -16,7 +16,7 @@ from services.lab import processes
 from services.lab.infra import InfraEndpoints
 from services.orders.audit import read_topic
 from services.orders.settings import OrdersSettings
-from tests.support.orders import fresh_topics, run_worker, settings_for, wait_until
+from tests.support.orders import apply_orders_schema, fresh_topics, run_worker, settings_for, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -39,16 +39,8 @@ def topic_env(infra: InfraEndpoints) -> dict[str, str]:
 @pytest.fixture
 async def clean_outbox(infra: InfraEndpoints, pg: asyncpg.Connection) -> None:
     """An empty outbox, so the relay only has this test's rows to publish."""
-    await ensure_schema(infra)
+    await apply_orders_schema(OrdersSettings(postgres_url=infra.postgres_url))
     await pg.execute("TRUNCATE orders_hardened.outbox, orders_hardened.inbox, orders_hardened.notifications")
-
-
-async def ensure_schema(infra: InfraEndpoints) -> None:
-    from services.core.resources import apply_schema, open_postgres_pool, read_resource
-
-    settings = OrdersSettings(postgres_url=infra.postgres_url)
-    async with open_postgres_pool(settings, schema="orders_hardened") as pool:
-        await apply_schema(pool, read_resource("services.orders", "schema.sql"))
 
 
 async def published_ids(env: dict[str, str]) -> list[str]:

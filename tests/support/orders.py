@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from services.core.resources import apply_schema, open_postgres_pool, read_resource
 from services.lab.exercises.orderflow import (
     ADMIN_TOKEN,
     BuyerOutcome,
@@ -23,7 +24,7 @@ from services.lab.exercises.orderflow import (
 )
 from services.lab.standalone import run_worker
 from services.orders.audit import SaleAudit, audit_sale
-from services.orders.settings import OrdersSettings
+from services.orders.settings import OrdersSettings, schema_for
 
 # The tests import these from here, next to the other orders helpers.
 __all__ = [
@@ -41,6 +42,12 @@ __all__ = [
     "settings_for",
     "wait_until",
 ]
+
+
+async def apply_orders_schema(settings: OrdersSettings) -> None:
+    """The hardened variant's tables, for a test that writes them before any service has started."""
+    async with open_postgres_pool(settings, schema=schema_for("hardened")) as pool:
+        await apply_schema(pool, read_resource("services.orders", "schema.sql"))
 
 
 async def buy(client: httpx.AsyncClient, sku: str, buyer: str, **options: Any) -> httpx.Response:
