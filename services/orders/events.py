@@ -89,12 +89,13 @@ async def ensure_topics(settings: OrdersSettings, names: list[str]) -> None:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [name for name in names if name not in existing]
-        if missing:
-            await _create_topics(admin, missing, partitions=settings.orders_topic_partitions)
+        # Checked first: a refused start must leave the broker as it found it.
         present = [name for name in names if name in existing]
         if present:
             await _check_partitions(admin, present, wanted=settings.orders_topic_partitions)
+        missing = [name for name in names if name not in existing]
+        if missing:
+            await _create_topics(admin, missing, partitions=settings.orders_topic_partitions)
     finally:
         await admin.close()
 
