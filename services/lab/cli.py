@@ -57,12 +57,16 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(code=1)
 
 
-def _supervisor(settings: LabSettings, *, with_mine: bool = False) -> Supervisor:
-    """A supervisor of the whole lab; the learner's variants only ``with_mine`` (or already running)."""
+def _supervisor(
+    settings: LabSettings, *, with_mine: bool = False, scale: dict[str, int] | None = None
+) -> Supervisor:
+    """A supervisor of the whole lab; the learner's variants only ``with_mine`` (or already running);
+    ``scale``: instances per worker (``None``: as the running lab was started)."""
     return Supervisor(
         settings,
         services=_services(settings, with_mine=with_mine),
         report=lambda line: console.print(f"  {line}", style="dim"),
+        scale=scale,
     )
 
 
@@ -81,15 +85,31 @@ def _services(settings: LabSettings, *, with_mine: bool) -> list[registry.Servic
     return [*registry.SERVICES, *learner_services(settings.state_dir, asked=with_mine)]
 
 
+def _scale(text: str | None) -> dict[str, int] | None:
+    if text is None:
+        return None
+    try:
+        return registry.parse_scale(text)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+ScaleOption = Annotated[
+    str | None,
+    typer.Option("--scale", help="instances of workers, e.g. relay=2,payments=2 (default one of each)"),
+]
+
+
 @app.command()
 def up(
     infra: InfraOption = None,
     with_mine: Annotated[
         bool, typer.Option("--with-mine", help="also serve your own variants (lab exercise start)")
     ] = False,
+    scale: ScaleOption = None,
 ) -> None:
     """Start the infrastructure and every service and worker; wait until all are healthy."""
-    supervisor = _supervisor(_settings(infra=infra), with_mine=with_mine)
+    supervisor = _supervisor(_settings(infra=infra), with_mine=with_mine, scale=_scale(scale))
     started_at = time.monotonic()
     try:
         report = supervisor.up()

@@ -3,7 +3,8 @@ no design imports the lab."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 ServiceKind = Literal["variant", "supporting", "learner"]
@@ -43,6 +44,16 @@ class WorkerSpec:
     design: str
     name: str
     target: str
+
+    @property
+    def role(self) -> str:
+        """What ``lab up --scale`` calls it: ``relay``, ``payments``, ``notifications``."""
+        return self.name.removeprefix(f"{self.design}-")
+
+    def instance(self, number: int) -> WorkerSpec:
+        """The ``number``-th instance (from 1): the first keeps the worker's name, the others add
+        their number (``orders-relay-2``), each a component of its own with its own log."""
+        return self if number == 1 else replace(self, name=f"{self.name}-{number}")
 
 
 # fmt: off
@@ -87,3 +98,26 @@ def learner_service(design: str) -> ServiceSpec:
 
 BROKER_DESIGNS = frozenset({"orders"})
 """Designs whose services and workers need the Kafka broker; the others run without one."""
+
+MAX_INSTANCES = 8
+"""The most instances ``--scale`` starts of one worker (consumers beyond the partition count idle)."""
+
+
+def scale_workers(workers: Sequence[WorkerSpec], scale: Mapping[str, int]) -> tuple[WorkerSpec, ...]:
+    """Every instance to run: ``scale[role]`` of each worker, one where the role is not named."""
+    return tuple(spec.instance(n) for spec in workers for n in range(1, scale.get(spec.role, 1) + 1))
+
+
+def parse_scale(text: str, workers: Sequence[WorkerSpec] = WORKERS) -> dict[str, int]:
+    """``relay=2,payments=2`` as ``{"relay": 2, "payments": 2}``; ``ValueError`` with a one-line
+    reason for an unknown role or a count that is not a whole number from 1 to ``MAX_INSTANCES``."""
+    roles = sorted({spec.role for spec in workers})
+    scale: dict[str, int] = {}
+    for item in (part.strip() for part in text.split(",")):
+        role, _, count = item.partition("=")
+        if role not in roles:
+            raise ValueError(f"cannot scale {role!r} in {item!r}: choose among {', '.join(roles)}")
+        if not count.isdigit() or not 1 <= int(count) <= MAX_INSTANCES:
+            raise ValueError(f"{item!r}: the number of instances must be 1 to {MAX_INSTANCES}, e.g. relay=2")
+        scale[role] = int(count)
+    return scale

@@ -29,12 +29,19 @@ class LabState:
     # Ports outlive the records: a server restarted after a crash must come back on the port its
     # clients already know, even when its port setting was 0 ("any free port").
     ports: dict[str, int] = field(default_factory=dict)
+    # Instances per worker role (``lab up --scale``), so later commands know the scaled components.
+    scale: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def load(cls, state_dir: Path) -> LabState:
         path = state_dir / "state.json"
         raw = _read_json(path)
-        state = cls(path=path, mode=raw.get("mode"), ports=dict(raw.get("ports", {})))
+        state = cls(
+            path=path,
+            mode=raw.get("mode"),
+            ports=dict(raw.get("ports", {})),
+            scale=dict(raw.get("scale", {})),
+        )
         for name, data in raw.get("processes", {}).items():
             record = _parse_record(data)
             if record is not None and is_running(record):
@@ -51,6 +58,7 @@ class LabState:
             "mode": self.mode,
             "processes": {name: rec.to_json() for name, rec in self.processes.items()},
             "ports": self.ports,
+            "scale": self.scale,
         }
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text(json.dumps(payload, indent=2))
@@ -64,6 +72,7 @@ class LabState:
     def forget_all(self) -> None:
         self.processes.clear()
         self.ports.clear()
+        self.scale.clear()
         self.mode = None
 
 

@@ -79,12 +79,16 @@ class Supervisor:
         services: Sequence[registry.ServiceSpec] = registry.SERVICES,
         workers: Sequence[registry.WorkerSpec] = registry.WORKERS,
         report: Callable[[str], None] = _silent,
+        scale: Mapping[str, int] | None = None,
     ) -> None:
+        """``scale``: instances per worker role (``registry.parse_scale``); ``None`` keeps what the
+        running lab was started with."""
         self.settings = settings
         self.services = [spec for spec in services if is_present(spec)]
-        self.workers = workers
-        self._report = report
         self._state_dir = settings.state_dir
+        self.scale = dict(scale) if scale is not None else LabState.load(self._state_dir).scale
+        self.workers = registry.scale_workers(workers, self.scale)
+        self._report = report
 
     # -- up ---------------------------------------------------------------------------------
 
@@ -101,6 +105,7 @@ class Supervisor:
             pending = [c for c in components if c.name not in state.processes]
             self.check_ports(pending)
             state.mode = self.settings.infra
+            state.scale = self.scale
             outcome = UpReport(
                 endpoints=endpoints,
                 already_running=[c.name for c in components if c.name in state.processes],

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 from services.lab import processes
+from services.lab.settings import LabSettings
 from services.lab.state import LabState
+from services.lab.supervisor import Supervisor
 
 
 def test_records_of_dead_processes_are_reported_stale(tmp_path: Path) -> None:
@@ -54,3 +56,14 @@ def test_a_corrupt_state_file_is_stale_not_fatal(tmp_path: Path) -> None:
 def test_no_state_file_is_an_empty_lab(tmp_path: Path) -> None:
     state = LabState.load(tmp_path)
     assert (state.mode, state.processes, state.stale) == (None, {}, [])
+
+
+def test_a_later_command_knows_the_worker_instances_the_lab_was_scaled_to(tmp_path: Path) -> None:
+    state = LabState.load(tmp_path)
+    state.scale = {"relay": 2}
+    state.save()
+
+    later = Supervisor(LabSettings(state_dir=tmp_path))
+
+    assert "orders-relay-2" in later.known_components()
+    assert "orders-payments-2" not in later.known_components()
