@@ -10,7 +10,7 @@ Several relays run side by side, and one order's events still leave in commit or
 LOCKED`` alone would not keep it: relay A claims an order's first event, relay B skips that locked
 row and claims the order's second one, and B's send can reach the partition first. So a relay
 claims a row only while it holds the transaction-scoped advisory lock of the row's aggregate
-(``pg_try_advisory_xact_lock``, taken in the claim's own scan, before the row lock): one relay at a
+(``pg_try_advisory_xact_lock``, taken in the claim itself, before the row lock): one relay at a
 time owns an order, from the claim to the commit that marks its rows published, and the next owner
 sees them published. The scan walks the unpublished rows in id order, so an owner that takes an
 order's later row has taken its earlier ready rows in the same batch; rows of orders another relay
@@ -55,14 +55,23 @@ CHANNEL = "orders_outbox"
 # Namespace of the relay's per-aggregate advisory locks (the two-key form keeps them apart from the
 # lab's other advisory locks, which use the one-key form).
 AGGREGATE_LOCK_SPACE = 17_301
-# A lock taken for a row that is then not claimed (not ready yet, or past the limit) only holds that
-# order back until this batch commits. A row whose relay committed after this statement's snapshot
-# is re-checked on its newest version when locked (READ COMMITTED): published by then, it drops out.
+# The ready rows are sorted first and only then offered to the try-lock, one by one in id order,
+# until the batch is full, so a backlog of any size costs at most a batch of locks. The CTE is the
+# fence: in a plain WHERE or a subquery the planner evaluates the try-lock inside the scan, for every
+# ready row when it sorts after a sequential scan. A row that another relay published after this
+# statement's snapshot is re-checked on its newest version when locked (READ COMMITTED): it drops out.
 CLAIM = f"""
+WITH ready AS MATERIALIZED (
+    SELECT id, aggregate_id FROM outbox
+    WHERE published_at IS NULL AND xid < pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY id
+), owned AS (
+    SELECT id FROM ready WHERE pg_try_advisory_xact_lock({AGGREGATE_LOCK_SPACE}, hashtext(aggregate_id))
+    LIMIT $1
+)
 SELECT id, aggregate_id, event_type, payload::text AS payload FROM outbox
-WHERE published_at IS NULL AND xid < pg_snapshot_xmin(pg_current_snapshot())
-  AND pg_try_advisory_xact_lock({AGGREGATE_LOCK_SPACE}, hashtext(aggregate_id))
-ORDER BY id LIMIT $1
+WHERE published_at IS NULL AND id IN (SELECT id FROM owned)
+ORDER BY id
 FOR UPDATE SKIP LOCKED
 """
 MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
