@@ -57,7 +57,7 @@ def _processes_of(state_dir: Path) -> list[psutil.Process]:
 def test_up_status_down_round_trip(tmp_path: Path) -> None:
     state_dir = tmp_path / "lab"
     env = _private_lab_env(state_dir)
-    up = _lab("up", env=env)
+    up = _lab("up", "--scale", "relay=2", env=env)
     try:
         assert up.returncode == 0, up.stderr
         assert "lab is up" in up.stderr
@@ -73,7 +73,16 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
         assert infra["postgres"]["url"].endswith(f":{env['LAB_POSTGRES_PORT']}/postgres")
         assert infra["kafka"]["bootstrap"] == f"127.0.0.1:{env['LAB_KAFKA_PORT']}"
         assert all(s["healthy"] for s in snapshot["services"]), snapshot["services"]
-        pids = [pid for entry in [*infra.values(), *snapshot["services"]] for pid in entry["pids"]]
+        relays = [w for w in snapshot["workers"] if w["name"].startswith("orders-relay")]
+        assert [(w["name"], w["healthy"]) for w in relays] == [
+            ("orders-relay", True),
+            ("orders-relay-2", True),
+        ]
+        pids = [
+            pid
+            for entry in [*infra.values(), *snapshot["services"], *snapshot["workers"]]
+            for pid in entry["pids"]
+        ]
         assert pids
 
         again = _lab("up", env=env)
@@ -130,4 +139,13 @@ def test_unknown_infra_mode_is_rejected_before_anything_starts(tmp_path: Path) -
     result = _lab("up", "--infra", "mainframe", env=_private_lab_env(tmp_path / "lab"))
     assert result.returncode == 1
     assert "unknown infra mode" in result.stderr
+    assert not (tmp_path / "lab" / "state.json").exists()
+
+
+@pytest.mark.parametrize("scale", ["nope=2", "relay=0"])
+def test_a_scale_naming_no_worker_or_no_instance_is_a_one_line_error(tmp_path: Path, scale: str) -> None:
+    result = _lab("up", "--scale", scale, env=_private_lab_env(tmp_path / "lab"))
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: ")
     assert not (tmp_path / "lab" / "state.json").exists()
