@@ -76,9 +76,11 @@ def env(infra: InfraEndpoints) -> dict[str, str]:
 
 @contextmanager
 def workers(target: str, *, count: int, env: dict[str, str], log_dir: Path) -> Iterator[list[ProcessRecord]]:
+    """``count`` instances of one worker, each with its own log directory."""
+    name = target.rsplit(":", 1)[-1]
     with ExitStack() as stack:
         yield [
-            stack.enter_context(run_worker(target, env=env, log_dir=log_dir / f"{target[-8:]}-{n}"))
+            stack.enter_context(run_worker(target, env=env, log_dir=log_dir / f"{name}-{n}"))
             for n in range(1, count + 1)
         ]
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from aiokafka import ConsumerRecord
 
+from services.orders.consumers import by_key
 from services.orders.errors import (
     IdempotencyKeyInFlight,
     IdempotencyKeyMissing,
@@ -84,3 +86,21 @@ def test_variants_have_their_own_schema_and_topic() -> None:
     assert settings.topic_for("hardened") == "orders.events"
     assert settings.topic_for("naive") != settings.topic_for("hardened")
     assert schema_for("naive") == "orders_naive"
+
+
+def _record(key: bytes, offset: int) -> ConsumerRecord:
+    return ConsumerRecord(
+        topic="t", partition=0, offset=offset, timestamp=0, timestamp_type=0, key=key, value=b"{}",
+        checksum=None, serialized_key_size=len(key), serialized_value_size=2, headers=(),
+    )  # fmt: skip
+
+
+def test_a_batch_is_split_by_order_each_order_keeping_its_partition_order() -> None:
+    batch = [_record(b"a", 0), _record(b"b", 1), _record(b"a", 2), _record(b"b", 3), _record(b"a", 4)]
+
+    groups = by_key(batch)
+
+    assert {key: [r.offset for r in records] for key, records in groups.items()} == {
+        b"a": [0, 2, 4],
+        b"b": [1, 3],
+    }
