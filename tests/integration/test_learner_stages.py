@@ -76,7 +76,7 @@ async def test_hardened_passes_every_stage(design: str, context: MakeContext) ->
     [
         ("ratelimit", 1, lambda v: v > 100),
         ("shortener", 1, lambda v: v == 1),
-        ("orders", 1, lambda v: v != 50),
+        ("orders", 1, lambda v: v > 0),
     ],
 )
 async def test_naive_fails_its_first_stage_with_the_number(
@@ -142,7 +142,8 @@ async def test_a_scaffold_serves_the_contract_and_fails_its_first_stage_like_nai
     [naive] = await run_stages([stage], context("naive"))
 
     assert result.outcome == naive.outcome == "FAIL"
-    assert value_of(result) == pytest.approx(value_of(naive), rel=0.25)
+    # The same flaw, measured twice: a race's count (the units a sale oversells) varies run to run.
+    assert value_of(result) == pytest.approx(value_of(naive), rel=0.5)
 
 
 async def test_the_orders_scaffold_starts_and_takes_an_order(

@@ -34,7 +34,7 @@ from services.lab.exercises.orderflow import (
     wait_until,
 )
 from services.lab.exercises.scaffold import Flaw, ScaffoldSpec
-from services.lab.exercises.stages import CheckContext, Exercise, Measured, Stage, at_most, exactly
+from services.lab.exercises.stages import CheckContext, Exercise, Measured, Stage, at_least, at_most, exactly
 from services.lab.processes import ProcessRecord
 from services.lab.standalone import run_worker
 from services.orders.audit import SaleAudit, audit_sale
@@ -154,10 +154,19 @@ async def settled_audit(
 
 
 async def no_oversell(ctx: CheckContext) -> Measured:
-    """Exactly the stock sold: no more (an oversell), and no less (a sale that failed is no proof)."""
+    """No unit sold beyond the stock, in a sale that sold: one that failed every buyer proves nothing.
+
+    Fewer units than the stock is no oversell: on a machine busy with other work, buyers whose two
+    attempts both outlived their deadline give up, and a correct sale then sells less. How fast the
+    answers come is stage 5's question and the bench's, not this one's.
+    """
     audit = (await the_flash_sale(ctx)).audit
-    detail = f"units sold of {STOCK} to {BUYERS} buyers; {audit.oversold_units} oversold"
-    return exactly(audit.units_sold, STOCK, detail)
+    if audit.units_sold == 0:
+        return at_least(
+            audit.units_sold, 1, f"units sold of {STOCK} to {BUYERS} buyers: the sale sold nothing"
+        )
+    detail = f"units oversold: {audit.units_sold} sold of {STOCK} to {BUYERS} buyers"
+    return exactly(audit.oversold_units, 0, detail)
 
 
 async def no_double_charge(ctx: CheckContext) -> Measured:
@@ -357,7 +366,7 @@ EXERCISE = Exercise(
     scaffold=SCAFFOLD,
     factory=FACTORY,
     stages=(
-        Stage(1, f"no oversell: exactly the {STOCK} units sold to {BUYERS} buyers",
+        Stage(1, f"no oversell: at most the {STOCK} units sold to {BUYERS} buyers, and some sold",
               "Two buyers who read the same stock both write it back. Can the check and the decrement "
               "be one statement that fails when there is not enough?", no_oversell),
         Stage(2, "no double charge under timeouts and retries",

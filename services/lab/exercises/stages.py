@@ -153,5 +153,9 @@ def at_most(value: float, bound: float, detail: str = "") -> Measured:
     return Measured(value=value, bound=f"<= {bound:g}", passed=value <= bound, detail=detail)
 
 
+def at_least(value: float, bound: float, detail: str = "") -> Measured:
+    return Measured(value=value, bound=f">= {bound:g}", passed=value >= bound, detail=detail)
+
+
 def exactly(value: float, bound: float, detail: str = "") -> Measured:
     return Measured(value=value, bound=f"== {bound:g}", passed=value == bound, detail=detail)
