@@ -40,7 +40,7 @@ from loadtests.engine.recording import merged_tally
 from loadtests.engine.scenario import BenchContext, BenchDesign, Goal, Scenario, Target, not_audited
 from loadtests.engine.schedule import Schedule
 from loadtests.engine.summary import Slo, WindowSummary, series, windows
-from loadtests.engine.sweep import broke_at, knee, sweep_rates
+from loadtests.engine.sweep import broke_at, knee, knee_bound_by_generator, sweep_rates
 from loadtests.engine.verdicts import AGAIN_SUFFIX, Comparison, again_label, round_orders
 from loadtests.environment import machine_info
 
@@ -376,7 +376,8 @@ def _metrics(
         "broke_at_rps": broke_at(summaries) if mode == "sweep" else None,
         "service_us_per_request": round(service_s / cpu_ok * 1e6, 1) if cpu_ok else None,
         "system_us_per_request": round(system_s / cpu_ok * 1e6, 1) if cpu_ok else None,
-        "generator_bound": cpu.generator_bound,
+        # Bound by its CPU, or a sweep that stopped where the generator fell behind its schedule.
+        "generator_bound": cpu.generator_bound or (mode == "sweep" and knee_bound_by_generator(summaries)),
     }
 
 

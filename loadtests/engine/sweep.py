@@ -39,3 +39,11 @@ def knee(steps: Sequence[WindowSummary]) -> float | None:
 def broke_at(steps: Sequence[WindowSummary]) -> float | None:
     """The first offered rate that did not hold; ``None`` when every step held (the knee lies above)."""
     return next((step.offered_rate for step in steps if not step.meets_slo), None)
+
+
+def knee_bound_by_generator(steps: Sequence[WindowSummary]) -> bool:
+    """The sweep stopped at a step the generator did not offer on schedule (an invalid window), not
+    at one the system failed: the system may hold more, so the knee is a lower bound, measured by the
+    generator as much as by the system."""
+    first_miss = next((step for step in steps if not step.meets_slo), None)
+    return first_miss is not None and not first_miss.valid and not first_miss.overloaded
