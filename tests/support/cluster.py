@@ -93,6 +93,8 @@ class EmbeddedCluster:
 
     def _spawn(self, node: Component) -> None:
         self._log_dir.mkdir(parents=True, exist_ok=True)
+        if node.prepare is not None:  # as the supervisor does before every start (its data directory)
+            node.prepare()
         self._records[node.name] = processes.spawn(
             node.name,
             node.argv,

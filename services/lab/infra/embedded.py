@@ -215,7 +215,6 @@ class EmbeddedInfra:
         self, name: str, *, probe: Probe, options: tuple[str, ...] = (), bus_port: int | None = None
     ) -> Component:
         data_dir = self._root / ("valkey" if name == "redis" else name)
-        data_dir.mkdir(parents=True, exist_ok=True)
         argv = (
             str(valkey_server_bin()),
             "--port", str(self._ports[name]),
@@ -233,6 +232,8 @@ class EmbeddedInfra:
             port_setting=env_name("redis_port"),
             probe=probe,
             other_ports=() if bus_port is None else (bus_port,),
+            # Made when the server starts, not when the lab is described (a refused bench makes nothing).
+            prepare=lambda: data_dir.mkdir(parents=True, exist_ok=True),
         )
 
     def _tansu(self, binary: Path, bootstrap: str) -> Component:
