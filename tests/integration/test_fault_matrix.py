@@ -18,7 +18,9 @@ from loadtests.faults.scenarios import MATRIX, FaultMatrix, fault_matrix
 pytestmark = [pytest.mark.integration, pytest.mark.alone, pytest.mark.timeout(150)]
 
 # A defect the matrix found that is not the design's: the cell fails for the reason given. It shows
-# only in some runs, so the mark cannot be strict (a pass does not mean it is gone).
+# only in some runs, so a mark on it could not be strict, and a test that passes either way proves
+# nothing: the cell is not run here (it waits out its whole settle time when it fails). `lab bench
+# faults` runs it and its page reports it, holds or misses.
 BROKER_DEFECTS = {
     "orders-hardened-kafka-kill": (
         "the embedded broker (Tansu 0.6.0, memory storage) sometimes comes back from a SIGKILL with a "
@@ -30,7 +32,7 @@ BROKER_DEFECTS = {
     ),
 }
 HARDENED = [
-    pytest.param(cell, marks=pytest.mark.xfail(strict=False, reason=BROKER_DEFECTS[cell.id]))
+    pytest.param(cell, marks=pytest.mark.xfail(run=False, reason=BROKER_DEFECTS[cell.id]))
     if cell.id in BROKER_DEFECTS
     else cell
     for cell in MATRIX
