@@ -1,6 +1,5 @@
-"""What every benchmark records next to its numbers (the machine, the versions, the commit), the one
-reader of a service's Prometheus counters, and private embedded servers for a benchmark outside
-``lab bench`` (the Redis cluster client's)."""
+"""What every benchmark records next to its numbers (the machine, the versions, the commit), and the
+one reader of a service's Prometheus counters."""
 
 from __future__ import annotations
 
@@ -8,19 +7,13 @@ import importlib.metadata
 import os
 import platform
 import subprocess
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
-
-from services.core.settings import RedisMode
-from services.lab.infra import InfraEndpoints
-from services.lab.settings import LabSettings
-from services.lab.supervisor import Supervisor
 
 PACKAGES = (
     "fastapi", "uvicorn", "starlette", "pydantic", "asyncpg", "redis", "aiokafka", "locust",
@@ -66,24 +59,6 @@ def _git_commit() -> str:
     except OSError:
         return "unknown"
     return result.stdout.strip() or "unknown"
-
-
-@contextmanager
-def private_infra(state_dir: Path, *, redis_mode: RedisMode | None = None) -> Iterator[InfraEndpoints]:
-    """Embedded servers of the benchmark's own, on free ports, stopped afterwards; Redis as
-    ``redis_mode`` says (by default as ``LAB_REDIS_MODE`` does).
-
-    PostgreSQL keeps its default durability settings: benchmarks measure what users would run.
-    """
-    settings = LabSettings(infra="embedded", state_dir=state_dir, postgres_port=0, redis_port=0, kafka_port=0)
-    if redis_mode is not None:
-        settings = settings.model_copy(update={"redis_mode": redis_mode})
-    supervisor = Supervisor(settings, services=(), workers=())
-    report = supervisor.up()
-    try:
-        yield report.endpoints
-    finally:
-        supervisor.down()
 
 
 def counter(url: str, name: str, labels: Mapping[str, str] | None = None) -> float:

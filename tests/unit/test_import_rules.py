@@ -21,12 +21,10 @@ DESIGNS = ("shortener", "ratelimit", "orders")
 # The bench, the demo, the designs' scenarios and audits see the lab through
 # loadtests.engine.lab.RunningLab, which the `lab` command hands them. What is left starts servers of
 # its own through services.lab: the fault matrix (loadtests/faults/), which kills and restarts its
-# own processes; the private embedded servers of environment.private_infra; and the order flow's
-# services started the way the lab runs them (loadtests/orders/services.py), which the fault matrix,
-# learner mode and the tests share.
+# own processes, and the order flow's services started the way the lab runs them
+# (loadtests/orders/services.py), which the fault matrix, learner mode and the tests share.
 LOADTESTS_STILL_USING_THE_LAB = frozenset(
     {
-        "loadtests.environment",
         "loadtests.faults.scenarios",
         "loadtests.faults.targets",
         "loadtests.orders.services",
