@@ -122,7 +122,11 @@ async def events_out_of_commit_order(settings: OrdersSettings, *, orders: set[st
         order = record.key.decode() if record.key else ""
         if order in orders:
             assert partition_of.setdefault(order, record.partition) == record.partition
-            ids[order].append(int(header_value(record.headers, MESSAGE_ID_HEADER) or 0))
+            message_id = header_value(record.headers, MESSAGE_ID_HEADER)
+            assert message_id, f"an event of {order} without its {MESSAGE_ID_HEADER} header"
+            ids[order].append(int(message_id))
+    # Each order's two events must be told apart, or no order of them could be seen.
+    assert all(len(set(sent)) == 2 for sent in ids.values()), "an order without two distinct events"
     # A relay killed after sending and before marking sends again: repeats are allowed, going back is not.
     reordered = sum(1 for sent in ids.values() if sorted(set(sent)) != list(dict.fromkeys(sent)))
     return sum(len(sent) for sent in ids.values()), reordered
