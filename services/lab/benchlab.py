@@ -60,7 +60,7 @@ class SupervisedLab:
             env=env,
             log_dir=log_dir,
             workers=spec.workers,
-            startup_timeout_s=60.0,
+            startup_timeout_s=self._supervisor.settings.startup_timeout_s,
         )
         app = stack.enter_context(served)
         return _Served(spec=spec, stack=stack, app=app)

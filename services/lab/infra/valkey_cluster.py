@@ -21,12 +21,12 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from services.core.cluster import SLOTS
 from services.lab import processes
 from services.lab.processes import free_port
 
 logger = logging.getLogger(__name__)
 
-SLOTS = 16_384
 NODES = 3
 # How long a silent node takes to be marked failed; without replicas nothing fails over, so this only
 # decides how soon the others report it down (the servers' default is 15 s).
