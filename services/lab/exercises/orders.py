@@ -38,6 +38,7 @@ from services.lab.exercises.stages import CheckContext, Exercise, Measured, Stag
 from services.lab.processes import ProcessRecord
 from services.lab.standalone import run_worker
 from services.orders.audit import SaleAudit, audit_sale
+from services.orders.settings import schema_for
 
 FACTORY = "services.orders.app:create_app"
 STOCK = 50
@@ -258,7 +259,7 @@ async def _in_flight(
 ) -> list[str]:
     """The product's stock row held by another transaction, so the first request waits with its key
     claimed; a retry meanwhile must get 409 with Retry-After."""
-    table = f"orders_{ctx.variant}.inventory"
+    table = f"{schema_for(ctx.variant)}.inventory"
     conn = await asyncpg.connect(settings_for(env).postgres_url)
     first: asyncio.Task[httpx.Response] | None = None
     try:
