@@ -22,7 +22,8 @@ demo: setup ## Run the lab's main job on embedded servers
 # Two passes. Most tests spend their time waiting on the servers they start, so they run in
 # TEST_WORKERS processes, each with servers of its own; the tests marked `alone` measure latency,
 # lateness or recovery under load, and run afterwards with the machine to themselves. A pass that
-# PYTEST_ARGS leaves empty (pytest's exit code 5) is not a failure.
+# PYTEST_ARGS leaves empty (pytest's exit code 5) is not a failure. PYTEST_ARGS must not carry -m:
+# each pass sets its own, and pytest keeps only the last.
 TEST_WORKERS ?= 2
 
 test: setup ## Run the whole test suite against real servers
