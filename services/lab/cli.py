@@ -434,6 +434,9 @@ def console_command(
     port: Annotated[int, typer.Option(min=1, max=65535, help="port of the console's page")] = 8090,
     out: Annotated[Path, typer.Option(help="where the console keeps its runs")] = Path("results/console"),
     infra: InfraOption = None,
+    with_mine: Annotated[
+        bool, typer.Option("--with-mine", help="also serve your own variants (lab exercise start)")
+    ] = False,
 ) -> None:
     """The live console: a page per design where a class watches naive and hardened side by side."""
     import uvicorn
@@ -445,7 +448,7 @@ def console_command(
 
     settings = _settings(infra=infra)
     listen = host or settings.host
-    supervisor = _supervisor(settings)
+    supervisor = _supervisor(settings, with_mine=with_mine)
     require_token = listen not in LOOPBACK
     try:
         with running_lab(supervisor, say=_say) as lab:
