@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from loadtests.bench import BenchError, parse_duration
 from loadtests.chaos import TimelineError, parse_timeline
+from loadtests.ratelimit.audit import quota_of
 from loadtests.shapes import ShapeKnobs, users_at
 
 COMPONENTS = ["postgres", "redis", "kafka", "ratelimit-naive"]
@@ -49,3 +53,29 @@ def test_shapes() -> None:
     assert users_at("ramp", knobs, 25) == 25
     assert [users_at("spike", knobs, t) for t in (10, 45, 69, 80)] == [10, 100, 100, 10]
     assert users_at("steady", knobs, 100) is None
+
+
+def _announced(run_dir: Path, process: str, **policies: str) -> None:
+    (run_dir / f"announced-{process}.json").write_text(json.dumps(policies))
+
+
+def test_the_rate_limit_audit_holds_the_service_to_the_quota_it_announced(tmp_path: Path) -> None:
+    _announced(tmp_path, "1", **{"hot-0": '"default";q=7;w=10', "hot-1": '"default";q=7;w=10'})
+    _announced(tmp_path, "2", **{"hot-0": '"default";q=7;w=10'})
+    quota = quota_of(tmp_path)
+    assert (quota.limit, quota.window_s) == (7, 10.0)
+    assert quota.source == "as the service announced it"
+
+
+@pytest.mark.parametrize(
+    ("policies", "reason"),
+    [({}, "none announced"), ({"hot-0": '"a";q=7;w=10', "hot-1": '"a";q=9;w=10'}, "2 different ones")],
+)
+def test_without_one_announced_quota_the_audit_says_it_used_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policies: dict[str, str], reason: str
+) -> None:
+    monkeypatch.setenv("LAB_RATELIMIT_LIMIT", "42")
+    _announced(tmp_path, "1", **policies)
+    quota = quota_of(tmp_path)
+    assert quota.limit == 42
+    assert reason in quota.source
