@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from loadtests.chaos import ChaosRunner, ChaosStep, parse_timeline
 from loadtests.designs import DESIGNS
 from loadtests.engine.cpu import CpuMeter, pin_apart, unpin
 from loadtests.engine.generator import LoadPlan, LoadResult, RunningLoad, start_load
-from loadtests.engine.lab import RunningLab
+from loadtests.engine.lab import AppSpec, RunningLab
 from loadtests.engine.recording import merged_tally
 from loadtests.engine.scenario import BenchContext, BenchDesign, Goal, Scenario, Target, not_audited
 from loadtests.engine.schedule import Schedule
@@ -245,7 +245,7 @@ def run_bench(
     for target in plan.targets.values():
         if target.app is not None:
             say(f"serving {target.label} beside the lab")
-            lab.serve(target.component, target.app)
+            serve_with_companions(lab, target.component, target.app)
     rounds = []
     for index, order in enumerate(round_orders(plan.labels, options.rounds)):
         run_one = partial(
@@ -255,6 +255,14 @@ def run_bench(
         runs = run_round(order, run_one, say=say, heading=f"round {index + 1}/{options.rounds}: ")
         rounds.append({"index": index, "order": list(order), "runs": runs})
     return write_report(_report(plan, options, rounds), out_dir)
+
+
+def serve_with_companions(lab: RunningLab, component: str, app: AppSpec) -> None:
+    """``app`` served beside the lab, after the apps of its own it calls, pointed at them."""
+    for companion in app.companions:
+        lab.serve(companion.component, companion.app)
+    urls = {c.url_setting: lab.url_of(c.component) for c in app.companions}
+    lab.serve(component, replace(app, env={**app.env, **urls}, companions=()))
 
 
 RunOne = Callable[[str, "Rendezvous"], dict[str, Any]]

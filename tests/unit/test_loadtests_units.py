@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.bench import BenchError, parse_duration
+from loadtests.bench import BenchError, parse_duration, serve_with_companions
 from loadtests.chaos import TimelineError, parse_timeline
+from loadtests.engine.lab import AppSpec
+from loadtests.orders.scenarios import NAIVE_ROW_LOCK
 from loadtests.ratelimit.audit import quota_of
 from loadtests.shapes import ShapeKnobs, users_at
 
@@ -79,3 +81,29 @@ def test_without_one_announced_quota_the_audit_says_it_used_the_settings(
     quota = quota_of(tmp_path)
     assert quota.limit == 42
     assert reason in quota.source
+
+
+class ServingLab:
+    """Records what the bench asked it to serve, and answers each served app's URL."""
+
+    def __init__(self) -> None:
+        self.served: list[tuple[str, AppSpec]] = []
+
+    def serve(self, component: str, app: AppSpec) -> None:
+        self.served.append((component, app))
+
+    def url_of(self, component: str) -> str:
+        return f"http://127.0.0.1/{component}"
+
+
+def test_the_row_locked_naive_service_calls_an_inventory_service_that_takes_the_lock() -> None:
+    lab = ServingLab()
+    assert NAIVE_ROW_LOCK.app is not None
+    serve_with_companions(lab, NAIVE_ROW_LOCK.component, NAIVE_ROW_LOCK.app)  # type: ignore[arg-type]
+    (inventory, inventory_app), (orders, orders_app) = lab.served
+    # The lock is the inventory service's (services/orders/inventory.py reads the setting).
+    assert inventory_app.app_factory == "services.orders.inventory:create_app"
+    assert inventory_app.env["LAB_ORDERS_NAIVE_LOCKING"] == "row-lock"
+    assert orders == "orders-naive-row-lock"
+    assert orders_app.env["LAB_ORDERS_INVENTORY_URL"] == lab.url_of(inventory)
+    assert orders_app.companions == ()
