@@ -49,6 +49,7 @@ LIVE_S = 1.0  # how often each generator hands in its series
 SAMPLE_LAG_S = 2.0
 LIVE_AUDIT_PERIOD_S = 2.0  # the live counts are read at most this often per target
 POLL_S = 0.25
+WATCHERS_JOIN_S = 30.0  # a live count stuck on a paused database does not hold the run's end longer
 EMPTY_ROW = {"offered": 0, "ok": 0, "failed": 0, "timeouts": 0, "p50_ms": None, "p99_ms": None}
 RUN_FILE = "console-run.json"
 
@@ -104,6 +105,7 @@ class LiveRun(RunObserver):
     _t0: float | None = None
     _loads_done: threading.Event = field(default_factory=threading.Event)
     _ended: threading.Event = field(default_factory=threading.Event)
+    _watchers: list[threading.Thread] = field(default_factory=list)
 
     # -- what the page reads ------------------------------------------------------------------
 
@@ -148,6 +150,8 @@ class LiveRun(RunObserver):
             self._set_state("failed")
         finally:
             self._loads_done.set()
+            for watcher in self._watchers:  # their last samples come before the end
+                watcher.join(timeout=WATCHERS_JOIN_S)
             self._emit("end", {})
             self._save()
             self._ended.set()
@@ -197,10 +201,16 @@ class LiveRun(RunObserver):
             self._running[label] = _Target(load, started_monotonic)
             first = self._t0 is None
             self._t0 = min(started_monotonic, self._t0 or math.inf)
+        if self.stopped_early:  # stop was pressed while the targets were being reset
+            load.end_early()
         if first:
             self._set_state("running")
-            threading.Thread(target=self._sample, name="console-samples", daemon=True).start()
-            threading.Thread(target=self._count_live, name="console-counts", daemon=True).start()
+            self._watchers = [
+                threading.Thread(target=self._sample, name="console-samples", daemon=True),
+                threading.Thread(target=self._count_live, name="console-counts", daemon=True),
+            ]
+            for watcher in self._watchers:
+                watcher.start()
 
     def load_finished(self, label: str) -> None:
         with self._lock:
