@@ -563,8 +563,24 @@ def _values(rounds: list[dict[str, Any]], label: str, metric: str) -> list[float
     return [float(r["runs"][label]["metrics"][metric] or 0.0) for r in rounds]
 
 
-def _bound(rounds: list[dict[str, Any]], *labels: str) -> bool:
-    return any(r["runs"][label]["metrics"]["generator_bound"] for r in rounds for label in labels)
+def _bound(rounds: list[dict[str, Any]], goal: Goal) -> bool:
+    """The ratio is only a lower bound: a run behind it was bound by its generator, or the
+    numerator's capacity lies above the sweep (it held every step)."""
+    labels = (goal.numerator, goal.denominator)
+    generator = any(r["runs"][label]["metrics"]["generator_bound"] for r in rounds for label in labels)
+    return generator or bool(_held_every_step(rounds, goal.numerator, goal.metric))
+
+
+def _held_every_step(rounds: list[dict[str, Any]], label: str, metric: str) -> list[int]:
+    """The rounds (from 1) in which ``label`` held every step of a sweep: its knee is the sweep's
+    top only because the sweep stopped there."""
+    if metric != "knee_rps":
+        return []
+    return [
+        index + 1
+        for index, r in enumerate(rounds)
+        if r["runs"][label]["metrics"]["knee_rps"] and r["runs"][label]["metrics"]["broke_at_rps"] is None
+    ]
 
 
 def _comparisons(plan: Plan, rounds: list[dict[str, Any]]) -> list[Comparison]:
@@ -588,7 +604,10 @@ def _noise_goal(plan: Plan) -> list[Goal]:
 
 
 def _comparable(goal: Goal, rounds: list[dict[str, Any]]) -> bool:
-    return all(v > 0 for v in _values(rounds, goal.denominator, goal.metric))
+    """A ratio needs a denominator measured in every round: above 0, and for a capacity not the
+    sweep's top held (the true capacity lies above it by an unknown amount)."""
+    measured = all(v > 0 for v in _values(rounds, goal.denominator, goal.metric))
+    return measured and not _held_every_step(rounds, goal.denominator, goal.metric)
 
 
 def _uncompared(plan: Plan, rounds: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -605,6 +624,14 @@ def _uncompared(plan: Plan, rounds: list[dict[str, Any]]) -> list[dict[str, str]
 
 
 def _why_no_ratio(goal: Goal, rounds: list[dict[str, Any]]) -> str:
+    held = _held_every_step(rounds, goal.denominator, goal.metric)
+    if held:
+        top = max(_values(rounds, goal.denominator, goal.metric))
+        return (
+            f"{goal.denominator} held every offered rate of the sweep in round(s) "
+            f"{', '.join(map(str, held))}, up to {top:g} req/s: its capacity lies above the sweep, so "
+            "the ratio has no value (a sweep with higher steps, --steps, measures it)"
+        )
     denominators = _values(rounds, goal.denominator, goal.metric)
     zero_rounds = ", ".join(str(index + 1) for index, value in enumerate(denominators) if value <= 0)
     numerator = _median(rounds, goal.numerator, goal.metric)
@@ -627,7 +654,7 @@ def _compare(goal: Goal, rounds: list[dict[str, Any]]) -> Comparison:
         values={label: _values(rounds, label, goal.metric) for label in (goal.numerator, goal.denominator)},
         goal=goal.goal,
         higher_is_better=goal.higher_is_better,
-        generator_bound=_bound(rounds, goal.numerator, goal.denominator),
+        generator_bound=_bound(rounds, goal),
     )
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from loadtests import bench
 from loadtests.bench import BenchError, parse_duration, serve_with_companions
 from loadtests.chaos import TimelineError, parse_timeline
 from loadtests.engine.lab import AppSpec
+from loadtests.engine.scenario import Goal
 from loadtests.orders.scenarios import NAIVE_ROW_LOCK
 from loadtests.ratelimit.audit import quota_of
 from loadtests.shapes import ShapeKnobs, users_at
@@ -107,3 +111,49 @@ def test_the_row_locked_naive_service_calls_an_inventory_service_that_takes_the_
     assert orders == "orders-naive-row-lock"
     assert orders_app.env["LAB_ORDERS_INVENTORY_URL"] == lab.url_of(inventory)
     assert orders_app.companions == ()
+
+
+def _sweep_rounds(knees: dict[str, list[tuple[float, float | None]]]) -> list[dict[str, Any]]:
+    """Rounds of sweep runs: per label, one (knee, broke_at) per round."""
+    count = len(next(iter(knees.values())))
+    return [
+        {
+            "runs": {
+                label: {
+                    "metrics": {
+                        "knee_rps": per_round[i][0],
+                        "broke_at_rps": per_round[i][1],
+                        "generator_bound": False,
+                    }
+                }
+                for label, per_round in knees.items()
+            }
+        }
+        for i in range(count)
+    ]
+
+
+CAPACITY = Goal("capacity, hardened / naive", "hardened", "naive", "knee_rps", 1.5, "sweep")
+
+
+def _plan(*labels: str) -> Any:
+    scenario = SimpleNamespace(goals=(CAPACITY,))
+    return SimpleNamespace(scenario=scenario, mode="sweep", labels=labels)
+
+
+def test_a_capacity_above_the_sweep_is_a_lower_bound_never_a_ratio_to_divide_by() -> None:
+    both_held = _sweep_rounds({"hardened": [(759.0, None)] * 5, "naive": [(759.0, None)] * 5})
+    assert bench._comparisons(_plan("hardened", "naive"), both_held) == []
+    (uncompared,) = bench._uncompared(_plan("hardened", "naive"), both_held)
+    assert (
+        "naive held every offered rate of the sweep in round(s) 1, 2, 3, 4, 5, up to 759 req/s"
+        in (uncompared["reason"])
+    )
+    numerator_held = _sweep_rounds({"hardened": [(759.0, None)] * 5, "naive": [(300.0, 450.0)] * 5})
+    (comparison,) = bench._comparisons(_plan("hardened", "naive"), numerator_held)
+    assert comparison.generator_bound  # read "≥": the hardened capacity is at least its top step
+    assert comparison.verdict != "met"
+    both_broke = _sweep_rounds({"hardened": [(759.0, 1000.0)] * 5, "naive": [(300.0, 450.0)] * 5})
+    (measured,) = bench._comparisons(_plan("hardened", "naive"), both_broke)
+    assert not measured.generator_bound
+    assert measured.verdict == "met"
