@@ -611,11 +611,11 @@ def _comparable(goal: Goal, rounds: list[dict[str, Any]]) -> bool:
 
 
 def _uncompared(plan: Plan, rounds: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """The goals of these runs that have no ratio, and why: a denominator of 0 in some round (a
-    variant that held no offered rate at the SLO) leaves the ratio without a value, which the page
-    says rather than leaving the goal out."""
+    """The goals of these runs, and the A/A comparison, that have no ratio, and why: a denominator
+    of 0 in some round (a variant that held no offered rate at the SLO), or one whose capacity lies
+    above the sweep, leaves the ratio without a value, which the page says rather than leaving it out."""
     goals = [g for g in plan.scenario.goals if g.mode == plan.mode]
-    goals = [g for g in goals if {g.numerator, g.denominator} <= set(plan.labels)]
+    goals = [g for g in goals if {g.numerator, g.denominator} <= set(plan.labels)] + _noise_goal(plan)
     return [
         {"name": goal.name, "reason": _why_no_ratio(goal, rounds)}
         for goal in goals
