@@ -71,7 +71,8 @@ class BenchOptions:
     users: int = 0  # mode "closed": the design's default when 0
     processes: int = 1
     aa: bool = True
-    slo: Slo = field(default_factory=Slo)
+    slo_p99_ms: float | None = None  # the scenario's own SLO when None
+    slo_errors: float = 0.01
     chaos: str = ""
     pin: bool = False  # the generator and the services on separate cores, when there are cores to spare
     live_s: float | None = None  # how often the generator hands in its series while it runs (the console)
@@ -114,6 +115,7 @@ class Plan:
     users: int
     deadline_s: float
     warmup_s: float
+    slo: Slo
 
 
 def design_named(name: str) -> BenchDesign:
@@ -187,7 +189,15 @@ def resolve(options: BenchOptions, components: Sequence[str]) -> Plan:
         users=options.users or scenario.users,
         deadline_s=deadline_s,
         warmup_s=warmup_s,
+        slo=_slo(options, scenario),
     )
+
+
+def _slo(options: BenchOptions, scenario: Scenario) -> Slo:
+    try:
+        return Slo(p99_ms=options.slo_p99_ms or scenario.slo_p99_ms, max_errors=options.slo_errors)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from exc
 
 
 Say = Callable[[str], None]
@@ -333,7 +343,7 @@ def _run_target(
         f'{{"run_id": "{run_id}", "variant": "{target.variant}", "users": {load_plan.users}}}'
     )
     result, cpu, applied, pinning = _measure(plan, options, context.lab, load_plan, run_dir, label, observer)
-    summaries = windows(result.recording, slo=options.slo)
+    summaries = windows(result.recording, slo=plan.slo)
     audit = (plan.scenario.audit if target.audited else not_audited)(context, target, run_dir)
     tally = merged_tally(result.recording)
     answered_in_cpu_span = result.recording.ok_between(*cpu_span(result, load_plan))
@@ -492,7 +502,7 @@ def _report(plan: Plan, options: BenchOptions, rounds: list[dict[str, Any]]) -> 
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "machine": machine_info(),
         "settings": _lab_settings_env(),
-        "slo": {"p99_ms": options.slo.p99_ms, "max_errors": options.slo.max_errors},
+        "slo": {"p99_ms": plan.slo.p99_ms, "max_errors": plan.slo.max_errors},
         "mode": plan.mode,
         "load": {
             "rate": plan.rate if plan.mode == "rate" else None,
@@ -550,6 +560,10 @@ def _command(plan: Plan, options: BenchOptions) -> str:
         words += ["--steps", ",".join(f"{r:g}" for r in plan.steps), "--step", f"{options.step_s:g}s"]
     else:
         words += ["--users", str(plan.users), "--duration", f"{options.duration_s:g}s"]
+    if options.slo_p99_ms is not None:
+        words += ["--slo-p99-ms", f"{options.slo_p99_ms:g}"]
+    if options.slo_errors != BenchOptions.slo_errors:
+        words += ["--slo-errors", f"{options.slo_errors:g}"]
     if options.chaos:
         words += ["--chaos", options.chaos]
     if not options.aa:

@@ -231,7 +231,9 @@ def bench(
     users: Annotated[int, typer.Option(min=0, help="closed-loop users (0: the design's own)")] = 0,
     processes: Annotated[int, typer.Option(min=1, help="Locust processes")] = 1,
     aa: Annotated[bool, typer.Option(help="run one variant twice, for the A/A noise")] = True,
-    slo_p99_ms: Annotated[float, typer.Option(min=0.001, help="SLO: p99 of good answers")] = 100.0,
+    slo_p99_ms: Annotated[
+        float | None, typer.Option(min=0.001, help="SLO: p99 of good answers, ms (default: the scenario's)")
+    ] = None,
     slo_errors: Annotated[float, typer.Option(min=0, max=0.99, help="SLO: error fraction")] = 0.01,
     out: Annotated[Path | None, typer.Option(help="report folder")] = None,
     chaos: Annotated[str, typer.Option(help="e.g. 'kafka:pause@3s,kafka:resume@6s'")] = "",
@@ -260,7 +262,6 @@ def bench(
         resolve,
         run_bench,
     )
-    from loadtests.engine.summary import Slo
     from services.lab.benchlab import running_lab
 
     try:
@@ -282,7 +283,8 @@ def bench(
             users=users,
             processes=processes,
             aa=aa,
-            slo=Slo(p99_ms=slo_p99_ms, max_errors=slo_errors),
+            slo_p99_ms=slo_p99_ms,
+            slo_errors=slo_errors,
             chaos=chaos,
             pin=pin,
             out=out,
