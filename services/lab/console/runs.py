@@ -106,6 +106,7 @@ class LiveRun(RunObserver):
     _loads_done: threading.Event = field(default_factory=threading.Event)
     _ended: threading.Event = field(default_factory=threading.Event)
     _watchers: list[threading.Thread] = field(default_factory=list)
+    _count_ms: list[float] = field(default_factory=list)  # how long each live count took, for the docs
 
     # -- what the page reads ------------------------------------------------------------------
 
@@ -123,6 +124,7 @@ class LiveRun(RunObserver):
             "error": self.error,
             "verdict": self.verdict,
             "report": self.report,
+            "live_counts": _timings(self._count_ms),
         }
 
     def events_from(self, seq: int) -> list[Event]:
@@ -274,10 +276,12 @@ class LiveRun(RunObserver):
                 bench_target = scenario.target(label)
                 if bench_target is None or not bench_target.audited:
                     continue
+                started = time.perf_counter()
                 try:
                     counts[label] = dict(scenario.live_audit(context, bench_target, target.load.out_dir))
                 except Exception as exc:  # a paused database: the counts wait, the run goes on
                     logger.warning("live_count_failed target=%s error=%s", label, exc)
+                self._count_ms.append((time.perf_counter() - started) * 1000)
             if counts:
                 self._emit("invariants", {"t": round(self._now_s(), 1), "targets": counts})
 
@@ -305,6 +309,18 @@ class LiveRun(RunObserver):
         self.stopped_early = True
         for target in list(self._running.values()):
             target.load.end_early()
+
+
+def _timings(milliseconds: Sequence[float]) -> dict[str, Any]:
+    """What watching cost: how many live counts were read, and how long they took."""
+    ordered = sorted(milliseconds)
+    if not ordered:
+        return {"reads": 0}
+    return {
+        "reads": len(ordered),
+        "median_ms": round(ordered[len(ordered) // 2], 1),
+        "max_ms": round(ordered[-1], 1),
+    }
 
 
 def _holds(views: Mapping[str, LiveView], second: int) -> bool:
