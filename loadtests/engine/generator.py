@@ -206,11 +206,19 @@ def _write_worker_env(plan: LoadPlan, out_dir: Path) -> None:
 @dataclass(frozen=True)
 class LiveView:
     """The per-second series of a run still going, every process's rows added up by second; t = 0
-    is the earliest process's start. Several processes' percentiles cannot be added: a row shows the
-    highest of them (an upper bound), exact for the one process a live run uses."""
+    is the earliest process's start. Rows before ``final_before_s`` can no longer change (in every
+    process); later ones are still filling. Several processes' percentiles cannot be added: a row
+    shows the highest of them (an upper bound), exact for the one process a live run uses."""
 
     started_monotonic: float | None
     rows: list[dict[str, Any]]
+    final_before_s: int = 0
+
+    def final_row(self, second: int) -> dict[str, Any] | None:
+        """Second ``second``'s row once it is final (an empty second's: zeros); None before."""
+        if second >= self.final_before_s:
+            return None
+        return next((row for row in self.rows if row["t"] == second), {"t": second})
 
 
 COUNTED = ("offered", "ok", "failed", "timeouts", "unfinished", "not_sent")
@@ -222,11 +230,14 @@ def read_live(out_dir: Path) -> LiveView:
         return LiveView(started_monotonic=None, rows=[])
     started = min(float(d["started_monotonic"]) for d in documents)
     by_second: dict[int, dict[str, Any]] = {}
+    final_before = []
     for document in documents:
         shift = round(float(document["started_monotonic"]) - started)
+        final_before.append(int(document["final_before_s"]) + shift)
         for row in document["rows"]:
             _add_row(by_second.setdefault(row["t"] + shift, {"t": row["t"] + shift}), row)
-    return LiveView(started_monotonic=started, rows=[by_second[t] for t in sorted(by_second)])
+    rows = [by_second[t] for t in sorted(by_second)]
+    return LiveView(started_monotonic=started, rows=rows, final_before_s=min(final_before))
 
 
 def _add_row(total: dict[str, Any], row: dict[str, Any]) -> None:

@@ -9,7 +9,10 @@ module defines what one request is, once, and gets both ways of loading it:
   arrivals build (no coordinated omission). A bound on requests in flight
   (``LAB_LOAD_MAX_IN_FLIGHT``) keeps a dead server from costing the generator unbounded memory; a
   request it stops is counted ``not_sent``. When the schedule ends, requests in flight are waited for,
-  up to the deadline, and what is still missing then is counted ``unfinished``.
+  up to the deadline, and what is still missing then is counted ``unfinished``. A run that ends
+  before its schedule is through (ended early, or a process too short of CPU to keep up when the
+  time ran out) counts every arrival it never issued as ``not_sent``: offered is always the whole
+  schedule.
 - closed-loop users (any ``FastHttpUser`` of the module): their requests are recorded through
   Locust's request event, exactly, from their real start; :func:`within_deadline` gives a closed-loop
   call the same overall deadline.
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -47,6 +51,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import gevent
+from gevent import GreenletExit
 from gevent.pool import Group
 from locust import FastHttpUser, events, task
 from locust.env import Environment
@@ -85,6 +90,9 @@ class RunClock:
         self.schedule = _schedule_from_env()
         self.recording = Recording(_windows(self.schedule))
         self.failure_reasons: Counter[str] = Counter()  # why requests failed, for the report
+        # Where an open loop's scheduler got to (the intended start of the last request it issued;
+        # infinite once it issued them all): a second before it may still get requests.
+        self.scheduled_s = math.inf if self.schedule is None else 0.0
 
     def now_s(self) -> float:
         return time.monotonic() - self.started
@@ -195,29 +203,44 @@ def _deliver_final_records() -> None:
 
 
 class LiveSeries:
-    """The rows of this process's per-second series, each computed again only while its second can
-    still change: answers and deadlines land up to ``deadline_s`` after a request's intended start."""
+    """The rows of this process's per-second series, and the seconds that can no longer change
+    (``final_before_s``), whose rows are computed once. A second is final once every request
+    intended in it was issued and its deadline, counted from that intended start, has passed: its
+    answer, timeout or refusal is recorded by then."""
 
     def __init__(self, run: RunClock) -> None:
         self._run = run
         self._final: dict[int, dict[str, Any]] = {}
 
-    def rows(self) -> list[dict[str, Any]]:
-        settled_before = self._run.now_s() - self._run.deadline_s - 1.0
+    def final_before_s(self) -> int:
+        run = self._run
+        return math.floor(min(run.now_s() - run.deadline_s, run.scheduled_s))
+
+    def document(self, *, finished: bool = False) -> dict[str, Any]:
+        """What a tick hands in; ``finished``: the run is over, every second final."""
+        final_before = math.inf if finished else self.final_before_s()
         rows = []
         for second, tally in sorted(self._run.recording.seconds.items()):
             row = self._final.get(second) or series_row(second, tally)
-            if second + 1 < settled_before:
+            if second < final_before:
                 self._final[second] = row
             rows.append(row)
-        return rows
+        last = int(rows[-1]["t"] or 0) + 1 if rows else 0
+        # Once over, every second the run lasted is final, those in which nothing happened too.
+        lasted = math.ceil(min(self._run.now_s(), float(os.environ.get("LAB_LOAD_DURATION_S", "inf"))))
+        return {
+            **self._run.moments(),
+            "at_s": round(self._run.now_s(), 3),
+            "final_before_s": max(last, lasted) if finished else final_before,
+            "finished": finished,
+            "rows": rows,
+        }
 
 
-def _publish_live(run: RunClock, period_s: float) -> None:
-    live = LiveSeries(run)
+def _publish_live(live: LiveSeries, period_s: float) -> None:
     while True:
         gevent.sleep(period_s)
-        deliver("live", {**run.moments(), "at_s": round(run.now_s(), 3), "rows": live.rows()})
+        deliver("live", live.document())
         for name, source in _record_sources.items():
             if (document := source()) is not None:
                 deliver(name, document)
@@ -227,17 +250,21 @@ def _start_live(run: RunClock) -> None:
     global _live
     period = os.environ.get("LAB_LOAD_LIVE_S")
     if period and _live is None:
-        _live = gevent.spawn(_publish_live, run, float(period))
+        series = LiveSeries(run)
+        _live = (series, gevent.spawn(_publish_live, series, float(period)))
 
 
 def _stop_live() -> None:
+    """The run is over: the last live document, every second final."""
     global _live
     if _live is not None:
-        _live.kill(block=False)
+        series, ticks = _live
+        ticks.kill(block=False)
         _live = None
+        deliver("live", series.document(finished=True))
 
 
-_live: gevent.Greenlet | None = None
+_live: tuple[LiveSeries, gevent.Greenlet] | None = None
 
 
 def _receive_record(environment: Environment, msg: Message, **_: Any) -> None:
@@ -367,14 +394,26 @@ class OpenLoopUser(FastHttpUser):
         in_flight = Group()
         bound = int(os.environ.get("LAB_LOAD_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT))
         run.begin()
-        for intended_s in run.schedule.arrivals(worker=self._worker_index(), workers=self.worker_count):
-            gevent.sleep(max(0.0, intended_s - run.now_s()))
-            if len(in_flight) >= bound:
-                run.recording.offered(intended_s=intended_s, sent_s=run.now_s())
-                run.recording.ended("not_sent", intended_s=intended_s, at_s=run.now_s())
-                continue
-            in_flight.spawn(self._send_one, run, intended_s)
-        _wait_for(in_flight, run)
+        arrivals = iter(run.schedule.arrivals(worker=self._worker_index(), workers=self.worker_count))
+        waiting_for: float | None = None  # the arrival the scheduler sleeps until
+        try:
+            for waiting_for in arrivals:
+                gevent.sleep(max(0.0, waiting_for - run.now_s()))
+                run.scheduled_s = waiting_for
+                if len(in_flight) >= bound:
+                    _not_sent(run, waiting_for)
+                else:
+                    in_flight.spawn(self._send_one, run, waiting_for)
+                waiting_for = None
+            run.scheduled_s = math.inf  # every request of the schedule issued
+            _wait_for(in_flight, run)
+        except GreenletExit:
+            # The run ended while this process was still behind its schedule (a generator short of
+            # CPU, or a run ended early): what it never issued was offered all the same, not sent.
+            for intended_s in ([waiting_for] if waiting_for is not None else []) + list(arrivals):
+                _not_sent(run, intended_s)
+            _give_up_on(in_flight, run)
+            raise
         gevent.sleep(float("inf"))  # the run's time is up soon; nothing more to issue
 
     def _worker_index(self) -> int:
@@ -396,9 +435,18 @@ class OpenLoopUser(FastHttpUser):
         run.recording.answered(intended_s=intended_s, answered_s=run.now_s(), ok=not failed)
 
 
+def _not_sent(run: RunClock, intended_s: float) -> None:
+    run.recording.offered(intended_s=intended_s, sent_s=run.now_s())
+    run.recording.ended("not_sent", intended_s=intended_s, at_s=run.now_s())
+
+
 def _wait_for(in_flight: Group, run: RunClock) -> None:
     """Requests still out when the schedule ends get until their deadline, then count as unfinished."""
     in_flight.join(timeout=run.deadline_s + 0.5)
+    _give_up_on(in_flight, run)
+
+
+def _give_up_on(in_flight: Group, run: RunClock) -> None:
     for greenlet in list(in_flight):
         run.recording.ended("unfinished", intended_s=greenlet.lab_intended_s, at_s=run.now_s())
     in_flight.kill(block=False)

@@ -164,6 +164,37 @@ def test_a_timeout_is_counted_once_and_never_a_latency_sample(tmp_path: Path) ->
     assert recorded.ok_latency.get_total_count() == recorded.failed_latency.get_total_count() == 0
 
 
+def test_a_run_ended_early_still_offers_its_whole_schedule_and_shows_it_live(tmp_path: Path) -> None:
+    """What a process never issued (its run ended first) is offered and not sent, so the offered
+    load is the schedule's whatever the generator managed; the live series shows the run so far."""
+    schedule = Schedule.constant(100, 30)
+    with fixed_delay_server(tmp_path) as app:
+        plan = LoadPlan(
+            locustfile=USERS,
+            user_class="Arrivals",
+            host=app.url,
+            schedule=schedule,
+            env={"LAB_LOAD_LIVE_S": "0.5"},
+        )
+        load = start_load(plan, out_dir=tmp_path / "ended-early")
+        started = load.wait_started()
+        while time.monotonic() < started + 5.2:
+            time.sleep(0.1)
+        live = load.live()
+        load.end_early()
+        result = load.finish()
+    # A second is final once its requests' 2 s deadline has passed: at 5 s, seconds 0 and 1 (and 2 soon).
+    assert 2 <= live.final_before_s <= 3
+    assert [row["offered"] for row in live.rows[: live.final_before_s]] == [100] * live.final_before_s
+    whole = result.recording.whole_run()
+    assert whole.offered == 100 * 30
+    assert 400 <= whole.ok <= 1200  # the graceful stop lets the schedule run on for its stop timeout
+    assert whole.not_sent >= 100 * 30 - 1200
+    assert whole.offered == whole.ok + whole.failed + whole.timeouts + whole.unfinished + whole.not_sent
+    final = load.live()  # the last live document: every second the run lasted is final
+    assert final.rows[: final.final_before_s] == series(result.recording)[: final.final_before_s]
+
+
 def test_percentiles_never_exceed_the_max_and_the_seconds_add_up_to_the_totals(tmp_path: Path) -> None:
     with fixed_delay_server(tmp_path) as app:
         result = _load(app, tmp_path, schedule=Schedule.constant(150, 4))

@@ -160,8 +160,13 @@ def test_the_live_series_of_several_processes_adds_up_by_second(tmp_path: Path) 
                 "not_sent": 0, "p50_ms": p99, "p99_ms": p99}  # fmt: skip
 
     documents = {
-        "live-1.json": {"started_monotonic": 100.0, "rows": [row(0, 5, 10.0), row(1, 6, 30.0)]},
-        "live-2.json": {"started_monotonic": 101.0, "rows": [row(0, 7, None)]},  # began a second later
+        "live-1.json": {
+            "started_monotonic": 100.0,
+            "final_before_s": 3,
+            "rows": [row(0, 5, 10.0), row(1, 6, 30.0)],
+        },
+        # Began a second later, and its second 0 (the run's second 1) is still filling.
+        "live-2.json": {"started_monotonic": 101.0, "final_before_s": 0, "rows": [row(0, 7, None)]},
     }
     for name, document in documents.items():
         (tmp_path / name).write_text(json.dumps(document))
@@ -171,7 +176,21 @@ def test_the_live_series_of_several_processes_adds_up_by_second(tmp_path: Path) 
         (0, 5, 1, 10.0),
         (1, 13, 2, 30.0),
     ]
+    assert view.final_before_s == 1  # the run's second 1 is final in one process only
+    assert view.final_row(0) == view.rows[0]
+    assert view.final_row(1) is None
     assert read_live(tmp_path / "nothing-yet").rows == []
+    quiet = read_live_of(
+        tmp_path / "quiet", {"started_monotonic": 5.0, "final_before_s": 4, "rows": [row(0, 1, 2.0)]}
+    )
+    assert quiet.final_row(2) == {"t": 2}  # final and empty: nothing happened in it
+    assert quiet.final_row(4) is None
+
+
+def read_live_of(folder: Path, document: dict[str, Any]) -> Any:
+    folder.mkdir()
+    (folder / "live-1.json").write_text(json.dumps(document))
+    return read_live(folder)
 
 
 # -- the API's answers to bad input ------------------------------------------------------------

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtests.bench import BenchOptions, RunObserver, run_bench
-from loadtests.engine.generator import LiveView, RunningLoad
+from loadtests.engine.generator import RunningLoad
 from loadtests.engine.lab import RunningLab
 from loadtests.engine.scenario import BenchContext
 from services.lab.console.presets import (
@@ -44,9 +44,6 @@ from services.lab.console.presets import (
 logger = logging.getLogger(__name__)
 
 LIVE_S = 1.0  # how often each generator hands in its series
-# A second's row is complete once its answers are in and the generator handed it in: one second
-# for the second itself, one for the generator's next tick.
-SAMPLE_LAG_S = 2.0
 LIVE_AUDIT_PERIOD_S = 2.0  # the live counts are read at most this often per target
 POLL_S = 0.25
 WATCHERS_JOIN_S = 30.0  # a live count stuck on a paused database does not hold the run's end longer
@@ -246,23 +243,34 @@ class LiveRun(RunObserver):
         return time.monotonic() - self._t0
 
     def _sample(self) -> None:
-        """One ``sample`` a second of the run, every target in it. Each target's row is that second
-        of its own load: the loads run the identical schedule and start together (within the time
-        a generator takes to start), so second t of one is second t of the other."""
+        """One ``sample`` a second of the run, every target in it, each once its second is final in
+        that target's generator (its requests issued and their deadline passed: the row no longer
+        changes). Each target's row is that second of its own load: the loads run the identical
+        schedule and start together (within the time a generator takes to start), so second t of
+        one is second t of the other."""
         for second in range(math.ceil(self.preset.run_s)):
-            while self._now_s() < second + SAMPLE_LAG_S and not self._loads_done.is_set():
+            rows = self._final_rows(second)
+            while rows is None and not self._loads_done.is_set():
                 time.sleep(POLL_S)
-            views = {label: target.load.live() for label, target in list(self._running.items())}
-            if self.stopped_early and self._loads_done.is_set() and not _holds(views, second):
+                rows = self._final_rows(second)
+            if rows is None:  # the loads are over: what is missing now never came
+                rows = self._final_rows(second, over=True)
+            if rows is None:
                 return
-            self._emit("sample", {"t": second, "targets": self._rows_at(second, views)})
+            self._emit("sample", {"t": second, "targets": rows})
 
-    def _rows_at(self, second: int, views: Mapping[str, LiveView]) -> dict[str, Any]:
-        rows = {}
+    def _final_rows(self, second: int, *, over: bool = False) -> dict[str, Any] | None:
+        """Every target's final row of ``second``; None while one is still filling. ``over``: the
+        loads ended, and a second no target reached (a run stopped early) is None."""
+        rows, reached = {}, False
         for label in self.targets:
-            row = next((r for r in views[label].rows if r["t"] == second), None) if label in views else None
-            rows[label] = {name: (row or EMPTY_ROW)[name] for name in EMPTY_ROW}
-        return rows
+            target = self._running.get(label)
+            row = target.load.live().final_row(second) if target is not None else None
+            if row is None and not over:
+                return None
+            reached = reached or (row is not None and len(row) > 1)
+            rows[label] = {name: (row or {}).get(name, empty) for name, empty in EMPTY_ROW.items()}
+        return rows if reached or not over else None
 
     def _count_live(self) -> None:
         """The design's live counts, per target, read-only, at most every LIVE_AUDIT_PERIOD_S."""
@@ -321,11 +329,6 @@ def _timings(milliseconds: Sequence[float]) -> dict[str, Any]:
         "median_ms": round(ordered[len(ordered) // 2], 1),
         "max_ms": round(ordered[-1], 1),
     }
-
-
-def _holds(views: Mapping[str, LiveView], second: int) -> bool:
-    """Whether any target's load got as far as ``second``."""
-    return any(row["t"] == second for view in views.values() for row in view.rows)
 
 
 FINAL_STATES = frozenset({"done", "failed"})
