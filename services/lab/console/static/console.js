@@ -483,8 +483,9 @@
 
   function drawChart(chart, seconds) {
     const node = document.getElementById(chart.id);
-    const width = Math.max(320, Math.round(node.clientWidth));
-    const height = Math.max(200, Math.round(node.clientHeight));
+    const size = node.getBoundingClientRect();
+    const width = Math.max(320, Math.round(size.width));
+    const height = Math.max(200, Math.round(size.height));
     node.setAttribute("viewBox", `0 0 ${width} ${height}`);
     const box = { left: 74, right: width - 18, top: 34, bottom: height - 54 };
     const series = chartSeries(chart);
@@ -555,7 +556,7 @@
   }
 
   function faultMarker(fault, box, scale) {
-    const x = scale.x(fault.at_s);
+    const x = scale.x(Math.max(0, fault.at_s)); // a press while the load was starting sits at 0
     const onRight = x > (box.left + box.right) / 2;
     const title = `${faultTitle(fault.component, fault.action)} at ${formatNumber(fault.at_s)} s`;
     return svg(
