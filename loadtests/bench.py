@@ -24,17 +24,20 @@ import os
 import re
 import shlex
 import statistics
+import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from loadtests.chaos import ChaosRunner, ChaosStep, parse_timeline
 from loadtests.designs import DESIGNS
 from loadtests.engine.cpu import CpuMeter, pin_apart, unpin
-from loadtests.engine.generator import LoadPlan, LoadResult, start_load
+from loadtests.engine.generator import LoadPlan, LoadResult, RunningLoad, start_load
 from loadtests.engine.lab import RunningLab
 from loadtests.engine.recording import merged_tally
 from loadtests.engine.scenario import BenchContext, BenchDesign, Goal, Scenario, Target, not_audited
@@ -71,6 +74,8 @@ class BenchOptions:
     slo: Slo = field(default_factory=Slo)
     chaos: str = ""
     pin: bool = False  # the generator and the services on separate cores, when there are cores to spare
+    live_s: float | None = None  # how often the generator hands in its series while it runs (the console)
+    load_env: Mapping[str, str] = field(default_factory=dict)  # for the generator, beyond the scenario's
     out: Path | None = None
     command: str = ""
 
@@ -188,6 +193,26 @@ def resolve(options: BenchOptions, components: Sequence[str]) -> Plan:
 Say = Callable[[str], None]
 
 
+class RunObserver:
+    """What the bench tells whoever watches its runs while they happen (the live console); a bench
+    alone needs none. Called from the threads that run the targets."""
+
+    def load_started(self, label: str, load: RunningLoad, started_monotonic: float) -> None:
+        """``label``'s load began its run at ``started_monotonic``; its live rows are in ``load.out_dir``."""
+
+    def load_finished(self, label: str) -> None:
+        """``label``'s load ended; its audit follows."""
+
+    def faults(self, label: str, started_monotonic: float) -> list[dict[str, Any]]:
+        """Faults applied by hand during ``label``'s run, each with ``at_s`` on that run's clock."""
+        return []
+
+
+WATCHED_BY_NOBODY = RunObserver()
+# How long targets run together wait for each other's reset (a naive service restarts in its reset).
+TOGETHER_TIMEOUT_S = 120.0
+
+
 def apply_lab_env(design_name: str, scenario_name: str | None = None) -> None:
     """The scenario's settings, where the user set none; inherited by the services the lab starts
     next (a lab already running keeps its own). Nothing for an unknown design or scenario: the
@@ -200,7 +225,17 @@ def apply_lab_env(design_name: str, scenario_name: str | None = None) -> None:
         os.environ.setdefault(name, value)
 
 
-def run_bench(options: BenchOptions, *, lab: RunningLab, say: Say = lambda _: None) -> dict[str, Path]:
+def run_bench(
+    options: BenchOptions,
+    *,
+    lab: RunningLab,
+    say: Say = lambda _: None,
+    observer: RunObserver = WATCHED_BY_NOBODY,
+    together: bool = False,
+) -> dict[str, Path]:
+    """Every round, every target; ``together``: a round's targets at the same time, each load
+    starting once every target's reset is done (the live console's side-by-side run), instead of
+    one after the other, which is what a measurement needs (they would share the cores)."""
     from loadtests.engine.report import write_report  # matplotlib loads only when a report is written
 
     plan = resolve(options, lab.components())
@@ -213,14 +248,46 @@ def run_bench(options: BenchOptions, *, lab: RunningLab, say: Say = lambda _: No
             lab.serve(target.component, target.app)
     rounds = []
     for index, order in enumerate(round_orders(plan.labels, options.rounds)):
-        runs = {}
-        for label in order:
-            say(f"round {index + 1}/{options.rounds}: {label}")
-            runs[label] = _run_target(
-                plan, options, context, label, out_dir / f"round-{index + 1}" / _slug(label)
-            )
+        run_one = partial(
+            _run_target, plan, options, context, out_dir / f"round-{index + 1}", observer=observer
+        )
+        run_round = _run_together if together else _run_in_turn
+        runs = run_round(order, run_one, say=say, heading=f"round {index + 1}/{options.rounds}: ")
         rounds.append({"index": index, "order": list(order), "runs": runs})
     return write_report(_report(plan, options, rounds), out_dir)
+
+
+RunOne = Callable[[str, "Rendezvous"], dict[str, Any]]
+
+
+class Rendezvous:
+    """Where targets run together wait until every one of them is ready to start its load."""
+
+    def __init__(self, parties: int) -> None:
+        self._barrier = threading.Barrier(parties, timeout=TOGETHER_TIMEOUT_S)
+
+    def arrive(self) -> None:
+        self._barrier.wait()
+
+    def abandon(self) -> None:
+        """This target cannot start: the others stop waiting for it (and fail too)."""
+        self._barrier.abort()
+
+
+def _run_in_turn(order: Sequence[str], run_one: RunOne, *, say: Say, heading: str) -> dict[str, Any]:
+    runs = {}
+    for label in order:
+        say(heading + label)
+        runs[label] = run_one(label, Rendezvous(1))
+    return runs
+
+
+def _run_together(order: Sequence[str], run_one: RunOne, *, say: Say, heading: str) -> dict[str, Any]:
+    say(f"{heading}{', '.join(order)}, together")
+    rendezvous = Rendezvous(len(order))
+    with ThreadPoolExecutor(len(order), thread_name_prefix="target") as pool:
+        futures = {label: pool.submit(run_one, label, rendezvous) for label in order}
+        return {label: future.result() for label, future in futures.items()}
 
 
 def _slug(label: str) -> str:
@@ -232,11 +299,24 @@ def variant_of(label: str) -> str:
 
 
 def _run_target(
-    plan: Plan, options: BenchOptions, context: BenchContext, label: str, run_dir: Path
+    plan: Plan,
+    options: BenchOptions,
+    context: BenchContext,
+    round_dir: Path,
+    label: str,
+    ready: Rendezvous,
+    *,
+    observer: RunObserver,
 ) -> dict[str, Any]:
     target = plan.targets[variant_of(label)]
+    run_dir = round_dir / _slug(label)
     run_dir.mkdir(parents=True, exist_ok=True)
-    plan.scenario.reset(context, target)
+    try:
+        plan.scenario.reset(context, target)
+    except BaseException:
+        ready.abandon()
+        raise
+    ready.arrive()
     component = target.component
     url = context.lab.url_of(component)
     run_id = uuid.uuid4().hex[:12]  # names what this run creates, so its audit finds exactly that
@@ -244,7 +324,7 @@ def _run_target(
     (run_dir / "run.json").write_text(
         f'{{"run_id": "{run_id}", "variant": "{target.variant}", "users": {load_plan.users}}}'
     )
-    result, cpu, applied, pinning = _measure(plan, options, context.lab, load_plan, run_dir)
+    result, cpu, applied, pinning = _measure(plan, options, context.lab, load_plan, run_dir, label, observer)
     summaries = windows(result.recording, slo=options.slo)
     audit = (plan.scenario.audit if target.audited else not_audited)(context, target, run_dir)
     tally = merged_tally(result.recording)
@@ -268,7 +348,9 @@ def _run_target(
 
 def _load_plan(plan: Plan, options: BenchOptions, url: str, run_dir: Path, run_id: str) -> LoadPlan:
     scenario = plan.scenario
-    env = {**scenario.load_env, "LAB_BENCH_RUN_ID": run_id}
+    env = {**scenario.load_env, **options.load_env, "LAB_BENCH_RUN_ID": run_id}
+    if options.live_s is not None:
+        env["LAB_LOAD_LIVE_S"] = str(options.live_s)
     common = {"host": url, "deadline_s": plan.deadline_s, "processes": options.processes, "env": env}
     if plan.mode == "closed":
         return LoadPlan(
@@ -296,10 +378,17 @@ def _load_plan(plan: Plan, options: BenchOptions, url: str, run_dir: Path, run_i
 
 
 def _measure(
-    plan: Plan, options: BenchOptions, lab: RunningLab, load_plan: LoadPlan, run_dir: Path
+    plan: Plan,
+    options: BenchOptions,
+    lab: RunningLab,
+    load_plan: LoadPlan,
+    run_dir: Path,
+    label: str,
+    observer: RunObserver,
 ) -> tuple[LoadResult, Any, list[dict[str, Any]], dict[str, Any]]:
-    """The load, the CPU of every process family over its window, the chaos applied on its clock,
-    and where the generator and the services ran (``--pin``)."""
+    """The load, the CPU of every process family over its window, the chaos applied on its clock
+    (the timeline's and the faults applied by hand), and where the generator and the services ran
+    (``--pin``)."""
     load = start_load(load_plan, out_dir=run_dir)
     services = lab.cpu_roots()
     pinning = pin_apart(generator=load.pid, services=services.values()) if options.pin else UNPINNED
@@ -307,6 +396,7 @@ def _measure(
     meter.start()
     try:
         started = load.wait_started()
+        observer.load_started(label, load, started)
         chaos = ChaosRunner(plan.chaos, apply=lambda step: lab.signal(step.component, step.action))
         chaos.start()
         offset = time.monotonic() - started  # the timeline starts this long after the load's t = 0
@@ -314,6 +404,7 @@ def _measure(
             result = load.finish()
         finally:
             chaos.stop()
+            observer.load_finished(label)
             if plan.chaos:
                 lab.recover()
         start_s, end_s = cpu_span(result, load_plan)
@@ -327,7 +418,7 @@ def _measure(
         {**step.to_json(), "at_s": round(offset + (step.applied_at_s or step.at_s), 3)}
         for step in chaos.applied
     ]
-    return result, meter.window(), applied, pinning
+    return result, meter.window(), [*applied, *observer.faults(label, started)], pinning
 
 
 def cpu_span(result: LoadResult, load_plan: LoadPlan) -> tuple[float, float]:

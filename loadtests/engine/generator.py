@@ -150,6 +150,16 @@ class RunningLoad:
         except subprocess.TimeoutExpired:
             self._child.send_signal(signal.SIGTERM)
 
+    def end_early(self) -> None:
+        """End the run now, the way its time running out ends it (Locust's graceful stop): every
+        process still hands in what it recorded, and :meth:`finish` reads it back."""
+        if self._child.poll() is None:
+            self._child.send_signal(signal.SIGTERM)
+
+    def live(self) -> LiveView:
+        """The run so far, from what its processes handed in while it lasts (``LAB_LOAD_LIVE_S``)."""
+        return read_live(self.out_dir)
+
     def stop(self) -> None:
         if self._child.poll() is None:
             self._child.kill()
@@ -167,8 +177,9 @@ def master_address(bind: str) -> tuple[str, int]:
 
 def start_load(plan: LoadPlan, *, out_dir: Path) -> RunningLoad:
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in [*out_dir.glob("recording-*.json"), *out_dir.glob("clock-*.json")]:
-        stale.unlink()
+    for kind in ("recording", "clock", "live"):  # a folder used before holds an older run's records
+        for stale in out_dir.glob(f"{kind}-*.json"):
+            stale.unlink()
     if plan.master_bind is not None:
         _write_worker_env(plan, out_dir)
     return RunningLoad(plan, out_dir)
@@ -190,6 +201,40 @@ def _write_worker_env(plan: LoadPlan, out_dir: Path) -> None:
     planned = {k: v for k, v in os.environ.items() if k.startswith(PLAN_PREFIX)}
     env = {k: v for k, v in {**planned, **_env(plan, out_dir)}.items() if k != "LAB_BENCH_RECORD_DIR"}
     (out_dir / "worker.env").write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(env.items())))
+
+
+@dataclass(frozen=True)
+class LiveView:
+    """The per-second series of a run still going, every process's rows added up by second; t = 0
+    is the earliest process's start. Several processes' percentiles cannot be added: a row shows the
+    highest of them (an upper bound), exact for the one process a live run uses."""
+
+    started_monotonic: float | None
+    rows: list[dict[str, Any]]
+
+
+COUNTED = ("offered", "ok", "failed", "timeouts", "unfinished", "not_sent")
+
+
+def read_live(out_dir: Path) -> LiveView:
+    documents = [json.loads(path.read_text()) for path in sorted(out_dir.glob("live-*.json"))]
+    if not documents:
+        return LiveView(started_monotonic=None, rows=[])
+    started = min(float(d["started_monotonic"]) for d in documents)
+    by_second: dict[int, dict[str, Any]] = {}
+    for document in documents:
+        shift = round(float(document["started_monotonic"]) - started)
+        for row in document["rows"]:
+            _add_row(by_second.setdefault(row["t"] + shift, {"t": row["t"] + shift}), row)
+    return LiveView(started_monotonic=started, rows=[by_second[t] for t in sorted(by_second)])
+
+
+def _add_row(total: dict[str, Any], row: dict[str, Any]) -> None:
+    for name in COUNTED:
+        total[name] = total.get(name, 0) + row[name]
+    for name in ("p50_ms", "p99_ms"):
+        values = [v for v in (total.get(name), row[name]) if v is not None]
+        total[name] = max(values) if values else None
 
 
 def run_load(plan: LoadPlan, *, out_dir: Path) -> LoadResult:

@@ -26,6 +26,11 @@ writes it to its own, because workers may run on other machines (``--processes``
 ``locust --worker --master-host`` joins them from anywhere). The master asks for the records of
 every worker before it stops, and refuses a worker whose plan (``LAB_LOAD_*``) is not its own: a
 worker with another schedule or worker count would skew the run without a sign.
+
+With ``LAB_LOAD_LIVE_S`` set (the live console sets it, a bench does not), each process also hands
+in, that often, the per-second series so far (``live-<process>.json``) and its record sources'
+documents as they stand, for a reader that watches the run while it happens. A row's percentiles
+are computed once the second can no longer change, so the cost stays a few rows a tick.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from loadtests.engine.generator import PLAN_PREFIX
 from loadtests.engine.recording import Recording, Window, windows_of
 from loadtests.engine.schedule import Schedule
+from loadtests.engine.summary import series_row
 
 DEFAULT_DEADLINE_S = 2.0
 DEFAULT_MAX_IN_FLIGHT = 4096
@@ -89,6 +95,7 @@ class RunClock:
         self.started = time.monotonic()
         self.started_at_unix = time.time()
         self.announce()
+        _start_live(self)
 
     def announce(self) -> None:
         """Tell the runner when this process's run began: it starts a chaos timeline and marks the CPU
@@ -158,11 +165,16 @@ def _write_record(name: str, process: str, document: dict[str, Any]) -> None:
     directory = os.environ.get("LAB_BENCH_RECORD_DIR")
     if directory is not None:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", process)  # a worker's id holds its host name
-        Path(directory, f"{name}-{safe}.json").write_text(json.dumps(document))
+        path = Path(directory, f"{name}-{safe}.json")
+        # Written aside and renamed: a live reader never sees half a document.
+        staging = path.with_name(f".{path.name}.tmp")
+        staging.write_text(json.dumps(document))
+        staging.replace(path)
 
 
 def _deliver_final_records() -> None:
     global _delivered
+    _stop_live()
     if _clock is None or _delivered:
         return
     _delivered = True
@@ -177,6 +189,55 @@ def _deliver_final_records() -> None:
     for name, source in _record_sources.items():
         if (document := source()) is not None:
             deliver(name, document)
+
+
+# -- live: the series so far, while the run lasts ---------------------------------------------
+
+
+class LiveSeries:
+    """The rows of this process's per-second series, each computed again only while its second can
+    still change: answers and deadlines land up to ``deadline_s`` after a request's intended start."""
+
+    def __init__(self, run: RunClock) -> None:
+        self._run = run
+        self._final: dict[int, dict[str, Any]] = {}
+
+    def rows(self) -> list[dict[str, Any]]:
+        settled_before = self._run.now_s() - self._run.deadline_s - 1.0
+        rows = []
+        for second, tally in sorted(self._run.recording.seconds.items()):
+            row = self._final.get(second) or series_row(second, tally)
+            if second + 1 < settled_before:
+                self._final[second] = row
+            rows.append(row)
+        return rows
+
+
+def _publish_live(run: RunClock, period_s: float) -> None:
+    live = LiveSeries(run)
+    while True:
+        gevent.sleep(period_s)
+        deliver("live", {**run.moments(), "at_s": round(run.now_s(), 3), "rows": live.rows()})
+        for name, source in _record_sources.items():
+            if (document := source()) is not None:
+                deliver(name, document)
+
+
+def _start_live(run: RunClock) -> None:
+    global _live
+    period = os.environ.get("LAB_LOAD_LIVE_S")
+    if period and _live is None:
+        _live = gevent.spawn(_publish_live, run, float(period))
+
+
+def _stop_live() -> None:
+    global _live
+    if _live is not None:
+        _live.kill(block=False)
+        _live = None
+
+
+_live: gevent.Greenlet | None = None
 
 
 def _receive_record(environment: Environment, msg: Message, **_: Any) -> None:
@@ -240,6 +301,7 @@ def _start_clock(environment: Environment, **_: Any) -> None:
     _workers_delivered.clear()
     if _clock.schedule is None and not isinstance(environment.runner, MasterRunner):
         _clock.announce()  # an open loop announces its clock when its schedule begins
+        _start_live(_clock)
 
 
 @events.test_stop.add_listener  # type: ignore[untyped-decorator]

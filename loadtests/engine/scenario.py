@@ -66,6 +66,11 @@ def reference_endpoint(label: str, *, design: str, app_factory: str, workers: in
 
 Reset = Callable[[BenchContext, Target], None]
 Audit = Callable[[BenchContext, Target, Path], AuditResult]
+LiveAudit = Callable[[BenchContext, Target, Path], Mapping[str, int]]
+"""What can be counted of a run still going, read-only and cheap (the live console reads it every
+few seconds): counts whose correct value is 0, so one above 0 is an invariant broken, as it happens
+(oversold units, customers charged twice, requests over-admitted). The run's :data:`Audit` still
+gives the verdict, once everything has settled."""
 
 
 def not_audited(_: BenchContext, target: Target, __: Path) -> AuditResult:
@@ -128,6 +133,7 @@ class Scenario:
     # A learner's own variant (``lab exercise start``), run only when asked for (``--variants``):
     # it is not among the default targets, since it exists only once a learner scaffolded it.
     learner: Target | None = None
+    live_audit: LiveAudit | None = None
 
     def target(self, label: str) -> Target | None:
         known = (*self.targets, self.learner) if self.learner else self.targets

@@ -108,20 +108,23 @@ def windows(recording: Recording, *, slo: Slo) -> list[WindowSummary]:
 
 def series(recording: Recording) -> list[dict[str, float | int | None]]:
     """One row per second of the run, from exact counts: offered (by intended second), answers by
-    the second they came, and the p99 of that second's ok answers."""
-    return [
-        {
-            "t": second,
-            "offered": tally.offered,
-            "ok": tally.ok,
-            "failed": tally.failed,
-            "timeouts": tally.timeouts,
-            "unfinished": tally.unfinished,
-            "not_sent": tally.not_sent,
-            "p99_ms": latency_ms(tally.ok_latency)["p99"],
-        }
-        for second, tally in sorted(recording.seconds.items())
-    ]
+    the second they came, and the p50 and p99 of that second's ok answers."""
+    return [series_row(second, tally) for second, tally in sorted(recording.seconds.items())]
 
 
-__all__ = ["LATE_S", "Slo", "WindowSummary", "series", "summarize", "windows"]
+def series_row(second: int, tally: Tally) -> dict[str, float | int | None]:
+    latency = latency_ms(tally.ok_latency)
+    return {
+        "t": second,
+        "offered": tally.offered,
+        "ok": tally.ok,
+        "failed": tally.failed,
+        "timeouts": tally.timeouts,
+        "unfinished": tally.unfinished,
+        "not_sent": tally.not_sent,
+        "p50_ms": latency["p50"],
+        "p99_ms": latency["p99"],
+    }
+
+
+__all__ = ["LATE_S", "Slo", "WindowSummary", "series", "series_row", "summarize", "windows"]

@@ -80,6 +80,13 @@ def audit_flash_sale(context: BenchContext, target: Target, run_dir: Path, *, sk
     )
 
 
+def sale_so_far(context: BenchContext, target: Target, run_dir: Path, *, sku: str) -> dict[str, int]:
+    """The live console's counts of a sale still going (read-only; lost events wait for the audit)."""
+    from services.orders.audit import sale_so_far as read_sale_so_far
+
+    return asyncio.run(read_sale_so_far(_settings(context), variant=target.variant, sku=sku))
+
+
 def audit_hot_sku(context: BenchContext, target: Target, run_dir: Path, *, sku: str) -> AuditResult:
     """The sale's invariants as they stand when the load ends. The question is capacity: the
     payments of thousands of orders are not waited for (the flash-sale scenario audits events and

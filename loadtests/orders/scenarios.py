@@ -13,7 +13,7 @@ from pathlib import Path
 
 from loadtests.engine.lab import AppSpec
 from loadtests.engine.scenario import BenchDesign, Goal, Scenario, Sweep, Target
-from loadtests.orders.audit import audit_flash_sale, audit_hot_sku, audit_relay, sale_reset
+from loadtests.orders.audit import audit_flash_sale, audit_hot_sku, audit_relay, sale_reset, sale_so_far
 
 HERE = Path(__file__).parent
 NAIVE = Target("naive", "orders-naive", "naive")
@@ -47,6 +47,7 @@ FLASH_SALE = Scenario(
     locustfile=HERE / "flash_users.py",
     reset=sale_reset(sku=FLASH_SKU, stock=FLASH_STOCK),
     audit=partial(audit_flash_sale, sku=FLASH_SKU),
+    live_audit=partial(sale_so_far, sku=FLASH_SKU),
     mode="closed",
     closed_user="FlashSaleBuyer",
     users=400,
@@ -74,6 +75,7 @@ HOT_SKU_SCENARIO = Scenario(
     locustfile=HERE / "users.py",
     reset=sale_reset(sku=HOT_SKU, stock=NEVER_SOLD_OUT),
     audit=partial(audit_hot_sku, sku=HOT_SKU),
+    live_audit=partial(sale_so_far, sku=HOT_SKU),
     mode="sweep",
     open_user="HotSkuArrivals",
     closed_user="HotSkuBuyer",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -45,12 +46,7 @@ def audit_ratelimit(context: BenchContext, target: Target, run_dir: Path) -> Aud
     from services.ratelimit.settings import RateLimitSettings
 
     settings = RateLimitSettings()
-    admitted: dict[str, list[float]] = {}
-    for path in run_dir.glob("admitted-*.json"):
-        for key, stamps in json.loads(path.read_text()).items():
-            admitted.setdefault(key, []).extend(stamps)
-    window = settings.ratelimit_window_s - TIMING_TOLERANCE_S
-    busiest = {key: most_in_any_window(stamps, window_s=window) for key, stamps in admitted.items()}
+    busiest = _busiest_windows(run_dir, settings)
     over = sum(max(0, most - settings.ratelimit_limit) for most in busiest.values())
     unchecked = _unchecked_decisions(context.lab.url_of(target.component))
     return AuditResult(
@@ -69,6 +65,30 @@ def audit_ratelimit(context: BenchContext, target: Target, run_dir: Path) -> Aud
             f"admitted unchecked (degraded) and {unchecked['shed']} requests shed"
         ),
     )
+
+
+def admissions_so_far(context: BenchContext, target: Target, run_dir: Path) -> dict[str, int]:
+    """The live console's counts of a run still going: over-admitted requests of the hot keys from
+    the admissions the generator handed in so far, and checks admitted unchecked (degraded)."""
+    from services.ratelimit.settings import RateLimitSettings
+
+    settings = RateLimitSettings()
+    busiest = _busiest_windows(run_dir, settings)
+    unchecked = _unchecked_decisions(context.lab.url_of(target.component))
+    return {
+        "over_admitted_requests": sum(max(0, most - settings.ratelimit_limit) for most in busiest.values()),
+        "degraded_checks": unchecked["degraded"],
+    }
+
+
+def _busiest_windows(run_dir: Path, settings: Any) -> dict[str, int]:
+    """Per hot key, the most admissions inside any one window (timed by the server)."""
+    admitted: dict[str, list[float]] = {}
+    for path in run_dir.glob("admitted-*.json"):
+        for key, stamps in json.loads(path.read_text()).items():
+            admitted.setdefault(key, []).extend(stamps)
+    window = settings.ratelimit_window_s - TIMING_TOLERANCE_S
+    return {key: most_in_any_window(stamps, window_s=window) for key, stamps in admitted.items()}
 
 
 def _unchecked_decisions(url: str) -> dict[str, int]:

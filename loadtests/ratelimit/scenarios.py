@@ -11,7 +11,7 @@ from pathlib import Path
 
 from loadtests.engine.lab import AppSpec
 from loadtests.engine.scenario import BenchDesign, Goal, Scenario, Sweep, Target, reference_endpoint
-from loadtests.ratelimit.audit import audit_ratelimit, reset_ratelimit
+from loadtests.ratelimit.audit import admissions_so_far, audit_ratelimit, reset_ratelimit
 
 USERS = Path(__file__).with_name("users.py")
 NAIVE = Target("naive", "ratelimit-naive", "naive")
@@ -35,6 +35,7 @@ COMMON = {
     "locustfile": USERS,
     "reset": reset_ratelimit,
     "audit": audit_ratelimit,
+    "live_audit": admissions_so_far,
     "open_user": "RateLimitedArrivals",
     "closed_user": "RateLimitedClient",
 }

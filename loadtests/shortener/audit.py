@@ -67,6 +67,16 @@ def audit_shortener(context: BenchContext, target: Target, run_dir: Path) -> Aud
     )
 
 
+def reads_so_far(context: BenchContext, target: Target, run_dir: Path) -> dict[str, int]:
+    """The live console's count of a run still going: database reads beyond one per link the run
+    created (the cache's promise is at most one cold miss a link; the audit holds it to the links
+    actually redirected, once the clicks are flushed)."""
+    run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
+    links = asyncio.run(_links_of(context, target.variant, run_id))
+    reads = round(_database_lookups(context, target) - _LOOKUPS_AT_START.get(target.component, 0.0))
+    return {"database_reads_beyond_one_per_link": max(0, reads - links)}
+
+
 async def _links_of(
     context: BenchContext, variant: str, run_id: str, *, redirected_only: bool = False
 ) -> int:

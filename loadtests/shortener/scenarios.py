@@ -14,7 +14,7 @@ from typing import Any
 
 from loadtests.engine.lab import AppSpec
 from loadtests.engine.scenario import BenchDesign, Goal, Scenario, Sweep, Target, reference_endpoint
-from loadtests.shortener.audit import audit_creates, audit_shortener, fresh_links_per_run
+from loadtests.shortener.audit import audit_creates, audit_shortener, fresh_links_per_run, reads_so_far
 
 USERS = Path(__file__).with_name("users.py")
 NAIVE = Target("naive", "shortener-naive", "naive")
@@ -76,6 +76,7 @@ ZIPF = _sweep_of(
     ),
     targets=(NAIVE, HARDENED),
     audit=audit_shortener,
+    live_audit=reads_so_far,
     goals=(
         _capacity_goal("hardened", "naive", 3.0),
         Goal("CPU per redirect, naive / hardened", "naive", "hardened", "system_us_per_request", 3.0, "rate"),
@@ -99,6 +100,7 @@ CEILING = _sweep_of(
     ),
     targets=(BARE, FLOOR, HARDENED, HARDENED_HOT),
     audit=audit_shortener,  # the runner audits no reference endpoint
+    live_audit=reads_so_far,
     goals=(
         _capacity_goal("hardened", "floor", 1.0),
         _capacity_goal("hardened", "bare-302", 0.8),
@@ -118,6 +120,7 @@ VIRAL = _sweep_of(
     ),
     targets=(NAIVE, HARDENED),
     audit=audit_shortener,
+    live_audit=reads_so_far,
     goals=(_capacity_goal("hardened", "naive", 5.0),),
 )
 

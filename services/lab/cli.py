@@ -423,6 +423,48 @@ def demo(
         _fail(str(exc))
 
 
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+@app.command("console")
+def console_command(
+    host: Annotated[
+        str | None, typer.Option(help="address to listen on (default: the lab's, 127.0.0.1)")
+    ] = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port of the console's page")] = 8090,
+    out: Annotated[Path, typer.Option(help="where the console keeps its runs")] = Path("results/console"),
+    infra: InfraOption = None,
+) -> None:
+    """The live console: a page per design where a class watches naive and hardened side by side."""
+    import uvicorn
+
+    from services.lab.benchlab import running_lab
+    from services.lab.console.app import create_console_app
+    from services.lab.console.presets import console_designs
+    from services.lab.console.runs import ConsoleRuns
+
+    settings = _settings(infra=infra)
+    listen = host or settings.host
+    supervisor = _supervisor(settings)
+    require_token = listen not in LOOPBACK
+    try:
+        with running_lab(supervisor, say=_say) as lab:
+            runs = ConsoleRuns(lab, root=out, designs=console_designs())
+            page = create_console_app(runs, admin_token=supervisor.admin_token(), require_token=require_token)
+            console.print(f"[green]console[/] http://{listen}:{port}/ (Ctrl-C to stop)")
+            if require_token:
+                console.print(
+                    "runs, faults and settings need the lab's admin token (LAB_ADMIN_TOKEN, or the file "
+                    f"{settings.state_dir / 'admin-token'}): open the page with ?token=<it>"
+                )
+            try:
+                uvicorn.run(page, host=listen, port=port, log_level="warning")
+            finally:
+                runs.close()
+    except (LabError, InfraError) as exc:
+        _fail(str(exc))
+
+
 exercise = typer.Typer(
     help="Learn by fixing it: write your own variant, graded stage by stage.", no_args_is_help=True
 )

@@ -203,6 +203,29 @@ async def audit_sale(settings: OrdersSettings, *, variant: str, sku: str) -> Sal
     )
 
 
+SO_FAR = ("oversold_units", "customers_with_multiple_orders", "customers_charged_more_than_once")
+
+
+async def sale_so_far(settings: OrdersSettings, *, variant: str, sku: str) -> dict[str, int]:
+    """What PostgreSQL and the ledger say of a sale still going, each correct at 0: units sold
+    beyond the stock, customers with more than one order, customers charged more than once. Read
+    only, one connection, no broker (lost events are known only once the sale has settled)."""
+    queries = _orders_queries(schema_for(variant))
+    conn = await asyncpg.connect(settings.postgres_url)
+    try:
+        stock = int(await conn.fetchval(queries["stock"], sku) or 0)
+        sold = await conn.fetchrow(queries["sold"], sku)
+        charges = await conn.fetchrow(queries["charges"], sku)
+        multi_order = int(await conn.fetchval(queries["multi_order"], sku))
+    finally:
+        await conn.close()
+    return {
+        "oversold_units": max(0, int(sold["units"]) - stock),
+        "customers_with_multiple_orders": multi_order,
+        "customers_charged_more_than_once": int(charges["customers_charged_twice"]),
+    }
+
+
 async def sale_start_offsets(settings: OrdersSettings, *, variant: str, sku: str) -> TopicOffsets:
     """Where the variant's topics ended when ``sku``'s sale was opened (empty: read from the start)."""
     conn = await asyncpg.connect(settings.postgres_url)
