@@ -654,7 +654,8 @@
       "li",
       { "data-run": run.id, "data-state": run.state },
       el("strong", { text: run.title || run.preset }),
-      ` · ${run.design} · ${run.targets.join(" vs ")} · ${run.state}${summary ? ` · ${summary}` : ""} `,
+      ` · ${run.design} · ${run.targets.join(" vs ")} · ${run.state}${run.stopped_early ? " (stopped early)" : ""}`,
+      summary ? ` · ${summary} ` : " ",
       el("span", { class: "when", text: formatWhen(run.started_at) }),
       ...(run.report ? [" ", el("a", { href: run.report, text: "report" })] : []),
     );
@@ -695,11 +696,8 @@
       text: "Apply",
       onclick: () => attempt(() => applySetting(setting, input, note)),
     });
-    return el("div", { class: "setting" }, el("label", { for: id, text: setting.label }), input, apply, note);
-  }
-
-  function isNumeric(setting) {
-    return typeof setting.value === "number" || Number.isFinite(setting.min) || Number.isFinite(setting.max);
+    const label = el("label", { for: id, text: setting.label });
+    return el("div", { class: "setting", "data-setting": setting.name }, label, input, apply, note);
   }
 
   function settingInput(setting, id) {
@@ -709,7 +707,7 @@
       );
       return el("select", { id, name: setting.name }, ...options);
     }
-    const numeric = isNumeric(setting);
+    const numeric = Number.isFinite(setting.min) || Number.isFinite(setting.max);
     return el("input", {
       id,
       name: setting.name,
@@ -721,15 +719,9 @@
     });
   }
 
-  // The value goes back with the type the server gave it; checking it is the server's job (422).
-  function settingValue(setting, input) {
-    if (setting.choices) return setting.choices.find((choice) => String(choice) === input.value) ?? input.value;
-    if (isNumeric(setting) && input.value.trim() !== "") return Number(input.value);
-    return input.value;
-  }
-
   async function applySetting(setting, input, note) {
-    const result = await api("POST", "/api/settings", { name: setting.name, value: settingValue(setting, input) });
+    // Sent as typed: the server checks it against what the design accepts (a 422 says what).
+    const result = await api("POST", "/api/settings", { name: setting.name, value: input.value });
     setting.value = result.value;
     const restarted = result.restarted && result.restarted.length ? `restarted ${result.restarted.join(", ")}` : "nothing needed a restart";
     note.textContent = `${setting.label} is ${formatValue(result.value)}: ${restarted}.`;
