@@ -99,6 +99,7 @@ class BrowserPage:
     def __init__(self, socket: ClientConnection) -> None:
         self._socket = socket
         self._last_id = 0
+        self._loads = 0
         self.errors: list[str] = []
         self.requests: list[str] = []
 
@@ -128,6 +129,8 @@ class BrowserPage:
             self.errors.append(f"log: {entry['text']} {entry.get('url', '')}".rstrip())
         elif event == "Network.requestWillBeSent":
             self.requests.append(params["request"]["url"])
+        elif event == "Page.loadEventFired":
+            self._loads += 1
 
     def evaluate(self, expression: str) -> Any:
         """The value of a JavaScript expression in the page (a promise is awaited)."""
@@ -151,8 +154,16 @@ class BrowserPage:
             time.sleep(POLL_S)
 
     def open(self, url: str, *, timeout_s: float = 30) -> None:
-        self.send("Page.navigate", url=url)
-        self.wait_for("document.readyState === 'complete'", timeout_s=timeout_s, what=f"{url} loads")
+        """Navigates and waits for the new page's load event (the old page's state would answer a poll)."""
+        loads = self._loads
+        navigated = self.send("Page.navigate", url=url)
+        if "errorText" in navigated:
+            raise DevToolsError(f"{url}: {navigated['errorText']}")
+        deadline = time.monotonic() + timeout_s
+        while self._loads == loads:
+            assert time.monotonic() < deadline, f"{url} did not load within {timeout_s} s"
+            self.send("Runtime.evaluate", expression="0")  # reads the events that arrived meanwhile
+            time.sleep(POLL_S / 2)
 
     def click(self, selector: str) -> None:
         """A real mouse click in the middle of the element, which must be visible and not covered."""
