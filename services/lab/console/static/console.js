@@ -480,7 +480,7 @@
       ...yAxis(box, scale, yMax, chart.unit),
       ...xAxis(box, scale, seconds, width),
       ...series.map((one) => seriesPath(one, scale)),
-      ...page.faults.map((fault) => faultMarker(fault, box, scale)),
+      ...page.faults.map((fault, index) => faultMarker(fault, index, box, scale)),
       ...(page.samples.length ? [] : [emptyNote(box)]),
     );
   }
@@ -536,16 +536,19 @@
     });
   }
 
-  function faultMarker(fault, box, scale) {
+  // Presses a second apart would print their names over each other: each label gets the next of
+  // three rows inside the chart.
+  function faultMarker(fault, index, box, scale) {
     const x = scale.x(Math.max(0, fault.at_s)); // a press while the load was starting sits at 0
     const onRight = x > (box.left + box.right) / 2;
+    const labelY = box.top + 18 + (index % 3) * 20;
     const title = `${faultTitle(fault.component, fault.action)} at ${formatNumber(fault.at_s)} s`;
     return svg(
       "g",
       { class: "fault-marker", "data-component": fault.component, "data-action": fault.action, "data-at": fault.at_s },
       svg("title", { text: fault.error ? `${title} (failed: ${fault.error})` : title }),
-      svg("line", { x1: x, x2: x, y1: box.top - 6, y2: box.bottom }),
-      svg("text", { x: onRight ? x - 6 : x + 6, y: box.top - 10, "text-anchor": onRight ? "end" : "start", text: faultTitle(fault.component, fault.action) }),
+      svg("line", { x1: x, x2: x, y1: box.top, y2: box.bottom }),
+      svg("text", { x: onRight ? x - 6 : x + 6, y: labelY, "text-anchor": onRight ? "end" : "start", text: faultTitle(fault.component, fault.action) }),
     );
   }
 
