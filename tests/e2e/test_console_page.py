@@ -37,6 +37,7 @@ BROKER = "kafka"
 DESIGNS = ("orders", "ratelimit", "shortener")
 SETTING, SETTING_VALUE, SETTING_RESTARTS = "LAB_SHORTENER_HOT_CACHE_TTL_MS", "250", "shortener-hardened"
 LAB_UP_S = 90
+MID_RUN_S = 10  # when the screenshot is taken: the flash sale's load lasts 20 s
 STOP_S = 60
 
 
@@ -152,6 +153,11 @@ def teach_the_flash_sale(page: BrowserPage, console: str, artefacts: Path) -> No
         f"Number({_counter('naive')}.dataset.value) > 0 && {_counter('naive')}.classList.contains('broken')",
         timeout_s=60,
         what="the naive oversold counter turns red above 0",
+    )
+    page.wait_for(
+        f"Number(document.querySelector('#run-clock').dataset.t) >= {MID_RUN_S}",
+        timeout_s=30,
+        what="the sale is well under way",
     )
     _save_screenshot(page, artefacts)
     page.wait_for(_state_is("auditing", "done"), timeout_s=90, what="the load ends")

@@ -248,8 +248,10 @@
   function updateClock() {
     const last = page.samples.at(-1);
     const total = page.run ? page.run.duration_s : null;
-    const elapsed = last ? `t = ${Math.round(last.t)} s` : "t = 0 s";
-    $("#run-clock").textContent = total ? `${elapsed} / ${total} s` : elapsed;
+    const seconds = last ? Math.round(last.t) : 0;
+    const clock = $("#run-clock");
+    clock.dataset.t = String(seconds);
+    clock.textContent = total ? `t = ${seconds} s / ${total} s` : `t = ${seconds} s`;
   }
 
   async function startRun() {
@@ -302,6 +304,7 @@
       page.run.error = data.error;
       if (data.error) showMessage(`The run ${data.state}: ${data.error}`);
       updateControls();
+      attempt(refreshRuns); // the past runs list this one too, in its new state
     },
     sample(data) {
       page.samples.push(data);
@@ -757,6 +760,8 @@
 
   async function boot() {
     readToken();
+    $("#start").addEventListener("click", () => attempt(startRun));
+    $("#stop").addEventListener("click", () => attempt(stopRun));
     document.addEventListener("keydown", onKey);
     window.addEventListener("resize", scheduleDraw);
     const name = designFromPath();
