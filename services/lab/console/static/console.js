@@ -260,7 +260,7 @@
     const run = await api("POST", "/api/runs", body);
     showMessage("");
     follow(run);
-    await refreshRuns();
+    await Promise.all([refreshRuns(), refreshSettings()]);
   }
 
   async function stopRun() {
@@ -341,6 +341,17 @@
     updateControls();
     if (run.verdict) renderVerdict();
     await refreshRuns();
+    await refreshSettings();
+  }
+
+  // A preset brings settings of its own (the flash sale's stalled gateway): show them as they now stand.
+  async function refreshSettings() {
+    const { designs } = await api("GET", "/api/designs");
+    const fresh = designs.find((design) => design.name === page.design.name);
+    if (!fresh) return;
+    page.design.settings = fresh.settings;
+    renderSettings();
+    updateControls();
   }
 
   /* ---------- invariants: large counters, red the moment one is above 0 ---------- */
@@ -512,19 +523,21 @@
     return parts;
   }
 
-  // A second without a value (no successful answer, so no latency) is a gap, not a zero.
+  // A second without a value (no successful answer, so no latency) is a gap, not a zero; a value
+  // alone between two gaps is a dot (a zero-length stroke with round caps).
   function pathData(points, scale) {
     let data = "";
-    let penDown = false;
+    let run = 0;
     for (const [t, value] of points) {
       if (value === null) {
-        penDown = false;
+        if (run === 1) data += "h0.01";
+        run = 0;
         continue;
       }
-      data += `${penDown ? "L" : "M"}${scale.x(t).toFixed(1)},${scale.y(value).toFixed(1)}`;
-      penDown = true;
+      data += `${run ? "L" : "M"}${scale.x(t).toFixed(1)},${scale.y(value).toFixed(1)}`;
+      run += 1;
     }
-    return data;
+    return run === 1 ? `${data}h0.01` : data;
   }
 
   function seriesPath(one, scale) {
@@ -545,7 +558,7 @@
     const x = scale.x(Math.max(0, fault.at_s)); // a press while the load was starting sits at 0
     const onRight = x > (box.left + box.right) / 2;
     const labelY = box.top + 18 + (index % 3) * 20;
-    const title = `${faultTitle(fault.component, fault.action)} at ${formatNumber(fault.at_s)} s`;
+    const title = `${faultTitle(fault.component, fault.action)} at ${fault.at_s.toFixed(1)} s`;
     return svg(
       "g",
       { class: "fault-marker", "data-component": fault.component, "data-action": fault.action, "data-at": fault.at_s },
@@ -596,14 +609,26 @@
 
   async function pressFault(press) {
     const result = await api("POST", "/api/faults", press);
-    const at = typeof result?.at_s === "number" ? ` at ${formatNumber(result.at_s)} s` : "";
+    const at = typeof result?.at_s === "number" ? ` at ${result.at_s.toFixed(1)} s` : "";
     if (result?.error) showMessage(`${faultTitle(press.component, press.action)} failed: ${result.error}`);
     else showMessage(`${faultTitle(press.component, press.action)}${at}`, "info");
   }
 
   /* ---------- verdict and past runs ---------- */
 
+  // The audit counts what the live reads could not yet (orders still in flight when the load ended):
+  // the counters end on the audited numbers, the ones the verdict and the report give.
+  function settleCounters(verdict) {
+    const live = new Set(page.design.invariants.map((invariant) => invariant.name));
+    for (const [target, result] of Object.entries(verdict)) {
+      const audited = Object.entries(result.invariants || {}).filter(([name]) => live.has(name));
+      page.invariants[target] = { ...page.invariants[target], ...Object.fromEntries(audited) };
+    }
+    paintInvariants();
+  }
+
   function renderVerdict() {
+    settleCounters(page.run.verdict || {});
     const cards = Object.entries(page.run.verdict || {}).map(([target, result]) => verdictCard(target, result));
     $("#verdict").replaceChildren(...cards);
     const link = $("#report-link");
