@@ -101,7 +101,7 @@ class BrowserPage:
         self._last_id = 0
         self._loads = 0
         self.errors: list[str] = []
-        self.requests: list[str] = []
+        self.requests: list[dict[str, Any]] = []  # DevTools' Request objects: url, method, headers, …
 
     def send(self, method: str, **params: Any) -> dict[str, Any]:
         self._last_id += 1
@@ -128,7 +128,7 @@ class BrowserPage:
             entry = params["entry"]
             self.errors.append(f"log: {entry['text']} {entry.get('url', '')}".rstrip())
         elif event == "Network.requestWillBeSent":
-            self.requests.append(params["request"]["url"])
+            self.requests.append(params["request"])
         elif event == "Page.loadEventFired":
             self._loads += 1
 
