@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from loadtests.chaos import ChaosRunner, ChaosStep, parse_timeline
 from loadtests.designs import DESIGNS
 from loadtests.engine.cpu import CpuMeter, pin_apart, unpin
 from loadtests.engine.generator import LoadPlan, LoadResult, RunningLoad, start_load
-from loadtests.engine.lab import RunningLab
+from loadtests.engine.lab import AppSpec, RunningLab
 from loadtests.engine.recording import merged_tally
 from loadtests.engine.scenario import BenchContext, BenchDesign, Goal, Scenario, Target, not_audited
 from loadtests.engine.schedule import Schedule
@@ -71,7 +71,8 @@ class BenchOptions:
     users: int = 0  # mode "closed": the design's default when 0
     processes: int = 1
     aa: bool = True
-    slo: Slo = field(default_factory=Slo)
+    slo_p99_ms: float | None = None  # the scenario's own SLO when None
+    slo_errors: float = 0.01
     chaos: str = ""
     pin: bool = False  # the generator and the services on separate cores, when there are cores to spare
     live_s: float | None = None  # how often the generator hands in its series while it runs (the console)
@@ -114,6 +115,7 @@ class Plan:
     users: int
     deadline_s: float
     warmup_s: float
+    slo: Slo
 
 
 def design_named(name: str) -> BenchDesign:
@@ -187,7 +189,15 @@ def resolve(options: BenchOptions, components: Sequence[str]) -> Plan:
         users=options.users or scenario.users,
         deadline_s=deadline_s,
         warmup_s=warmup_s,
+        slo=_slo(options, scenario),
     )
+
+
+def _slo(options: BenchOptions, scenario: Scenario) -> Slo:
+    try:
+        return Slo(p99_ms=options.slo_p99_ms or scenario.slo_p99_ms, max_errors=options.slo_errors)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from exc
 
 
 Say = Callable[[str], None]
@@ -245,7 +255,7 @@ def run_bench(
     for target in plan.targets.values():
         if target.app is not None:
             say(f"serving {target.label} beside the lab")
-            lab.serve(target.component, target.app)
+            serve_with_companions(lab, target.component, target.app)
     rounds = []
     for index, order in enumerate(round_orders(plan.labels, options.rounds)):
         run_one = partial(
@@ -255,6 +265,14 @@ def run_bench(
         runs = run_round(order, run_one, say=say, heading=f"round {index + 1}/{options.rounds}: ")
         rounds.append({"index": index, "order": list(order), "runs": runs})
     return write_report(_report(plan, options, rounds), out_dir)
+
+
+def serve_with_companions(lab: RunningLab, component: str, app: AppSpec) -> None:
+    """``app`` served beside the lab, after the apps of its own it calls, pointed at them."""
+    for companion in app.companions:
+        lab.serve(companion.component, companion.app)
+    urls = {c.url_setting: lab.url_of(c.component) for c in app.companions}
+    lab.serve(component, replace(app, env={**app.env, **urls}, companions=()))
 
 
 RunOne = Callable[[str, "Rendezvous"], dict[str, Any]]
@@ -325,7 +343,7 @@ def _run_target(
         f'{{"run_id": "{run_id}", "variant": "{target.variant}", "users": {load_plan.users}}}'
     )
     result, cpu, applied, pinning = _measure(plan, options, context.lab, load_plan, run_dir, label, observer)
-    summaries = windows(result.recording, slo=options.slo)
+    summaries = windows(result.recording, slo=plan.slo)
     audit = (plan.scenario.audit if target.audited else not_audited)(context, target, run_dir)
     tally = merged_tally(result.recording)
     answered_in_cpu_span = result.recording.ok_between(*cpu_span(result, load_plan))
@@ -484,7 +502,7 @@ def _report(plan: Plan, options: BenchOptions, rounds: list[dict[str, Any]]) -> 
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "machine": machine_info(),
         "settings": _lab_settings_env(),
-        "slo": {"p99_ms": options.slo.p99_ms, "max_errors": options.slo.max_errors},
+        "slo": {"p99_ms": plan.slo.p99_ms, "max_errors": plan.slo.max_errors},
         "mode": plan.mode,
         "load": {
             "rate": plan.rate if plan.mode == "rate" else None,
@@ -542,6 +560,10 @@ def _command(plan: Plan, options: BenchOptions) -> str:
         words += ["--steps", ",".join(f"{r:g}" for r in plan.steps), "--step", f"{options.step_s:g}s"]
     else:
         words += ["--users", str(plan.users), "--duration", f"{options.duration_s:g}s"]
+    if options.slo_p99_ms is not None:
+        words += ["--slo-p99-ms", f"{options.slo_p99_ms:g}"]
+    if options.slo_errors != BenchOptions.slo_errors:
+        words += ["--slo-errors", f"{options.slo_errors:g}"]
     if options.chaos:
         words += ["--chaos", options.chaos]
     if not options.aa:
@@ -555,8 +577,24 @@ def _values(rounds: list[dict[str, Any]], label: str, metric: str) -> list[float
     return [float(r["runs"][label]["metrics"][metric] or 0.0) for r in rounds]
 
 
-def _bound(rounds: list[dict[str, Any]], *labels: str) -> bool:
-    return any(r["runs"][label]["metrics"]["generator_bound"] for r in rounds for label in labels)
+def _bound(rounds: list[dict[str, Any]], goal: Goal) -> bool:
+    """The ratio is only a lower bound: a run behind it was bound by its generator, or the
+    numerator's capacity lies above the sweep (it held every step)."""
+    labels = (goal.numerator, goal.denominator)
+    generator = any(r["runs"][label]["metrics"]["generator_bound"] for r in rounds for label in labels)
+    return generator or bool(_held_every_step(rounds, goal.numerator, goal.metric))
+
+
+def _held_every_step(rounds: list[dict[str, Any]], label: str, metric: str) -> list[int]:
+    """The rounds (from 1) in which ``label`` held every step of a sweep: its knee is the sweep's
+    top only because the sweep stopped there."""
+    if metric != "knee_rps":
+        return []
+    return [
+        index + 1
+        for index, r in enumerate(rounds)
+        if r["runs"][label]["metrics"]["knee_rps"] and r["runs"][label]["metrics"]["broke_at_rps"] is None
+    ]
 
 
 def _comparisons(plan: Plan, rounds: list[dict[str, Any]]) -> list[Comparison]:
@@ -580,15 +618,18 @@ def _noise_goal(plan: Plan) -> list[Goal]:
 
 
 def _comparable(goal: Goal, rounds: list[dict[str, Any]]) -> bool:
-    return all(v > 0 for v in _values(rounds, goal.denominator, goal.metric))
+    """A ratio needs a denominator measured in every round: above 0, and for a capacity not the
+    sweep's top held (the true capacity lies above it by an unknown amount)."""
+    measured = all(v > 0 for v in _values(rounds, goal.denominator, goal.metric))
+    return measured and not _held_every_step(rounds, goal.denominator, goal.metric)
 
 
 def _uncompared(plan: Plan, rounds: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """The goals of these runs that have no ratio, and why: a denominator of 0 in some round (a
-    variant that held no offered rate at the SLO) leaves the ratio without a value, which the page
-    says rather than leaving the goal out."""
+    """The goals of these runs, and the A/A comparison, that have no ratio, and why: a denominator
+    of 0 in some round (a variant that held no offered rate at the SLO), or one whose capacity lies
+    above the sweep, leaves the ratio without a value, which the page says rather than leaving it out."""
     goals = [g for g in plan.scenario.goals if g.mode == plan.mode]
-    goals = [g for g in goals if {g.numerator, g.denominator} <= set(plan.labels)]
+    goals = [g for g in goals if {g.numerator, g.denominator} <= set(plan.labels)] + _noise_goal(plan)
     return [
         {"name": goal.name, "reason": _why_no_ratio(goal, rounds)}
         for goal in goals
@@ -597,6 +638,14 @@ def _uncompared(plan: Plan, rounds: list[dict[str, Any]]) -> list[dict[str, str]
 
 
 def _why_no_ratio(goal: Goal, rounds: list[dict[str, Any]]) -> str:
+    held = _held_every_step(rounds, goal.denominator, goal.metric)
+    if held:
+        top = max(_values(rounds, goal.denominator, goal.metric))
+        return (
+            f"{goal.denominator} held every offered rate of the sweep in round(s) "
+            f"{', '.join(map(str, held))}, up to {top:g} req/s: its capacity lies above the sweep, so "
+            "the ratio has no value (a sweep with higher steps, --steps, measures it)"
+        )
     denominators = _values(rounds, goal.denominator, goal.metric)
     zero_rounds = ", ".join(str(index + 1) for index, value in enumerate(denominators) if value <= 0)
     numerator = _median(rounds, goal.numerator, goal.metric)
@@ -619,7 +668,7 @@ def _compare(goal: Goal, rounds: list[dict[str, Any]]) -> Comparison:
         values={label: _values(rounds, label, goal.metric) for label in (goal.numerator, goal.denominator)},
         goal=goal.goal,
         higher_is_better=goal.higher_is_better,
-        generator_bound=_bound(rounds, goal.numerator, goal.denominator),
+        generator_bound=_bound(rounds, goal),
     )
 
 

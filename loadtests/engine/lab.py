@@ -23,6 +23,16 @@ class AppSpec:
     variant: str
     env: Mapping[str, str] = field(default_factory=dict)
     workers: int = 1
+    # Apps of its own it calls instead of the lab's (a naive order service whose inventory service
+    # runs with other settings): each served first, its URL handed over in ``Companion.url_setting``.
+    companions: tuple[Companion, ...] = ()
+
+
+@dataclass(frozen=True)
+class Companion:
+    component: str
+    app: AppSpec
+    url_setting: str  # the setting through which the app finds it (LAB_ORDERS_INVENTORY_URL)
 
 
 class Endpoints(Protocol):

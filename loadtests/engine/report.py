@@ -275,10 +275,11 @@ def verdict_table(report: Doc) -> Table:
     notes = [_noise_line(c) for c in comparisons if is_noise(c)]
     if any(c["generator_bound"] for c in comparisons):
         notes.append(
-            "≥ marks a ratio measured while the load generator was bound: the true ratio is at least "
-            "this, so it cannot read “met”."
+            "≥ marks a ratio that is only a lower bound (the load generator was bound, or the "
+            "numerator held every step of the sweep, so its capacity lies above it): the true ratio "
+            "is at least this, so it cannot read “met”."
         )
-    header = ["comparison", "ratio (median [95% interval])", "goal", "verdict", "rounds", "generator"]
+    header = ["comparison", "ratio (median [95% interval])", "goal", "verdict", "rounds", "bound"]
     uncompared = report.get("uncompared", [])
     notes += [f"{goal['name']}: no verdict; {goal['reason']}." for goal in uncompared]
     if not rows and not uncompared:
@@ -294,7 +295,7 @@ def _verdict_row(comparison: Doc) -> list[str]:
         f"{sign} {comparison['goal']:g}× ({comparison['direction']})",
         comparison["verdict"],
         str(comparison["rounds"]),
-        "bound: lower bound" if comparison["generator_bound"] else "not bound",
+        "lower bound" if comparison["generator_bound"] else "measured",
     ]
 
 

@@ -123,6 +123,9 @@ class Scenario:
     sweep: Sweep = field(default_factory=lambda: Sweep(start=100.0, factor=1.5, steps=6))
     users: int = 20
     deadline_s: float = 2.0  # the client's one overall deadline per request
+    # The p99 a capacity is measured against: a redirect or a limiter check answers in milliseconds,
+    # an order that calls a payment gateway in a few hundred.
+    slo_p99_ms: float = 100.0
     warmup_s: float = 2.0  # trimmed from the start of each window
     goals: tuple[Goal, ...] = ()
     # Settings of the Locust users (e.g. the client timeout of the flash-sale buyers).

@@ -4,8 +4,9 @@ the Locust users recorded with the server's own time."""
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import redis
 
@@ -41,13 +42,42 @@ def most_in_any_window(timestamps: list[float], *, window_s: float) -> int:
     return most
 
 
-def audit_ratelimit(context: BenchContext, target: Target, run_dir: Path) -> AuditResult:
-    """Over-admitted requests: for each hot key, admissions beyond the limit in its busiest window."""
+@dataclass(frozen=True)
+class Quota:
+    """The limit a run is held to, and where it was read."""
+
+    limit: int
+    window_s: float
+    source: str
+
+
+POLICY = re.compile(r";q=(?P<limit>\d+);w=(?P<window>\d+)")
+
+
+def quota_of(run_dir: Path) -> Quota:
+    """The quota the service announced for the hot keys (their ``RateLimit-Policy``), so the audit
+    holds it to its own limit; the bench's settings only for a service that announced none, or
+    several (restarted with another setting mid-run), which the explanation says."""
+    announced: set[tuple[int, float]] = set()
+    for path in run_dir.glob("announced-*.json"):
+        for field in json.loads(path.read_text()).values():
+            if match := POLICY.search(field):
+                announced.add((int(match["limit"]), float(match["window"])))
+    if len(announced) == 1:
+        limit, window_s = announced.pop()
+        return Quota(limit, window_s, "as the service announced it")
     from services.ratelimit.settings import RateLimitSettings
 
     settings = RateLimitSettings()
-    busiest = _busiest_windows(run_dir, settings)
-    over = sum(max(0, most - settings.ratelimit_limit) for most in busiest.values())
+    reason = "none announced" if not announced else f"{len(announced)} different ones announced"
+    return Quota(settings.ratelimit_limit, settings.ratelimit_window_s, f"from the settings ({reason})")
+
+
+def audit_ratelimit(context: BenchContext, target: Target, run_dir: Path) -> AuditResult:
+    """Over-admitted requests: for each hot key, admissions beyond the limit in its busiest window."""
+    quota = quota_of(run_dir)
+    busiest = _busiest_windows(run_dir, quota)
+    over = sum(max(0, most - quota.limit) for most in busiest.values())
     unchecked = _unchecked_decisions(context.lab.url_of(target.component))
     return AuditResult(
         invariants={
@@ -55,12 +85,12 @@ def audit_ratelimit(context: BenchContext, target: Target, run_dir: Path) -> Aud
             "degraded_checks": unchecked["degraded"],
             "shed_requests": unchecked["shed"],
             "hot_keys": len(busiest),
-            "limit_per_window": settings.ratelimit_limit,
+            "limit_per_window": quota.limit,
             "most_admitted_in_one_window": max(busiest.values(), default=0),
         },
         holds=over == 0 and unchecked["degraded"] == 0 and bool(busiest),
         explanation=(
-            f"each hot key may get {settings.ratelimit_limit} requests per {settings.ratelimit_window_s} s; "
+            f"each hot key may get {quota.limit} requests per {quota.window_s:g} s ({quota.source}); "
             f"the busiest got {max(busiest.values(), default=0)}; {unchecked['degraded']} checks were "
             f"admitted unchecked (degraded) and {unchecked['shed']} requests shed"
         ),
@@ -70,24 +100,22 @@ def audit_ratelimit(context: BenchContext, target: Target, run_dir: Path) -> Aud
 def admissions_so_far(context: BenchContext, target: Target, run_dir: Path) -> dict[str, int]:
     """The live console's counts of a run still going: over-admitted requests of the hot keys from
     the admissions the generator handed in so far, and checks admitted unchecked (degraded)."""
-    from services.ratelimit.settings import RateLimitSettings
-
-    settings = RateLimitSettings()
-    busiest = _busiest_windows(run_dir, settings)
+    quota = quota_of(run_dir)
+    busiest = _busiest_windows(run_dir, quota)
     unchecked = _unchecked_decisions(context.lab.url_of(target.component))
     return {
-        "over_admitted_requests": sum(max(0, most - settings.ratelimit_limit) for most in busiest.values()),
+        "over_admitted_requests": sum(max(0, most - quota.limit) for most in busiest.values()),
         "degraded_checks": unchecked["degraded"],
     }
 
 
-def _busiest_windows(run_dir: Path, settings: Any) -> dict[str, int]:
+def _busiest_windows(run_dir: Path, quota: Quota) -> dict[str, int]:
     """Per hot key, the most admissions inside any one window (timed by the server)."""
     admitted: dict[str, list[float]] = {}
     for path in run_dir.glob("admitted-*.json"):
         for key, stamps in json.loads(path.read_text()).items():
             admitted.setdefault(key, []).extend(stamps)
-    window = settings.ratelimit_window_s - TIMING_TOLERANCE_S
+    window = quota.window_s - TIMING_TOLERANCE_S
     return {key: most_in_any_window(stamps, window_s=window) for key, stamps in admitted.items()}
 
 

@@ -7,7 +7,8 @@ A ``429`` is the limiter doing its job, so it counts as a success; anything else
 
 With ``LAB_BENCH_RECORD_DIR`` set, every admitted request of a hot key is recorded with the server's
 own time (``served_at``), one ``admitted-*.json`` per Locust process, wherever it ran (the engine hands
-it to the runner), for the auditor to count over-admissions.
+it to the runner), for the auditor to count over-admissions, and the quota the service announced for
+it (``announced-*.json``: its ``RateLimit-Policy`` field).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class RateLimitedClient(FastHttpUser):
                 response.failure(f"unexpected status {response.status_code}")
             if response.status_code == 200 and key.startswith("hot-"):
                 ADMITTED[key].append(float(response.json()["served_at"]))
+                ANNOUNCED[key] = response.headers.get("RateLimit-Policy", "")
 
     @task(9)
     def spread_key(self) -> None:
@@ -70,9 +72,13 @@ class RateLimitedArrivals(OpenLoopUser, RateLimitedClient):
 
 
 ADMITTED: defaultdict[str, list[float]] = defaultdict(list)
+# The quota each hot key was admitted under, as the service announced it (its RateLimit-Policy):
+# the auditor holds the service to its own limit, whatever settings the bench itself runs with.
+ANNOUNCED: dict[str, str] = {}
 
 
 add_record_source("admitted", lambda: dict(ADMITTED) or None)
+add_record_source("announced", lambda: dict(ANNOUNCED) or None)
 
 
 LoadShape = selected_shape()

@@ -126,7 +126,7 @@ VIRAL = _sweep_of(
 
 CREATES = _sweep_of(
     "creates",
-    start=100.0,
+    start=300.0,
     name="creates",
     title="URL shortener: creates",
     question="How many creates per second does each variant hold at the SLO, and is every link stored?",

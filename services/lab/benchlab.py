@@ -9,6 +9,7 @@ endpoints, a variant under other settings) are served here and stopped when the 
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -31,10 +32,14 @@ class _Served:
 
 
 class SupervisedLab:
+    """Safe to use from several threads (targets run together reset at once): what changes the
+    lab's processes, and the state file that records them, goes one at a time."""
+
     def __init__(self, supervisor: Supervisor, endpoints: InfraEndpoints) -> None:
         self._supervisor = supervisor
         self._endpoints = endpoints
         self._served: dict[str, _Served] = {}
+        self._changing = threading.RLock()
 
     @property
     def endpoints(self) -> InfraEndpoints:
@@ -46,8 +51,9 @@ class SupervisedLab:
         return self._supervisor.url_of(component)
 
     def serve(self, component: str, app: AppSpec) -> None:
-        if component not in self._served:
-            self._served[component] = self._start_served(component, app)
+        with self._changing:
+            if component not in self._served:
+                self._served[component] = self._start_served(component, app)
 
     def _start_served(self, component: str, spec: AppSpec) -> _Served:
         stack = ExitStack()
@@ -66,33 +72,36 @@ class SupervisedLab:
         return _Served(spec=spec, stack=stack, app=app)
 
     def restart(self, components: Sequence[str]) -> None:
-        own = [name for name in components if name not in self._served]
-        for name in components:
-            if name in self._served:
-                served = self._served.pop(name)
-                served.stack.close()
-                self.serve(name, served.spec)
-        if own:
-            self._supervisor.restart(own)
+        with self._changing:
+            own = [name for name in components if name not in self._served]
+            for name in components:
+                if name in self._served:
+                    served = self._served.pop(name)
+                    served.stack.close()
+                    self.serve(name, served.spec)
+            if own:
+                self._supervisor.restart(own)
 
     def signal(self, component: str, action: str) -> None:
-        if action == "restart":
-            self.restart([component])
-        elif component in self._served:
-            processes.signal_group(self._served[component].app.record, SIGNALS[action])
-        else:
-            self._supervisor.signal_component(component, SIGNALS[action])
+        with self._changing:
+            if action == "restart":
+                self.restart([component])
+            elif component in self._served:
+                processes.signal_group(self._served[component].app.record, SIGNALS[action])
+            else:
+                self._supervisor.signal_component(component, SIGNALS[action])
 
     def recover(self) -> None:
-        for name in self._supervisor.known_components():
-            record = self._supervisor.record_of(name)
-            if record is not None:
-                self._supervisor.signal_component(name, signal.SIGCONT)
-        self._supervisor.up()
-        for name, served in list(self._served.items()):
-            served.app.resume()
-            if not processes.is_running(served.app.record):
-                self.restart([name])
+        with self._changing:
+            for name in self._supervisor.known_components():
+                record = self._supervisor.record_of(name)
+                if record is not None:
+                    self._supervisor.signal_component(name, signal.SIGCONT)
+            self._supervisor.up()
+            for name, served in list(self._served.items()):
+                served.app.resume()
+                if not processes.is_running(served.app.record):
+                    self.restart([name])
 
     def cpu_roots(self) -> dict[str, int]:
         state = LabState.load(self._supervisor.settings.state_dir)

@@ -231,7 +231,9 @@ def bench(
     users: Annotated[int, typer.Option(min=0, help="closed-loop users (0: the design's own)")] = 0,
     processes: Annotated[int, typer.Option(min=1, help="Locust processes")] = 1,
     aa: Annotated[bool, typer.Option(help="run one variant twice, for the A/A noise")] = True,
-    slo_p99_ms: Annotated[float, typer.Option(min=0.001, help="SLO: p99 of good answers")] = 100.0,
+    slo_p99_ms: Annotated[
+        float | None, typer.Option(min=0.001, help="SLO: p99 of good answers, ms (default: the scenario's)")
+    ] = None,
     slo_errors: Annotated[float, typer.Option(min=0, max=0.99, help="SLO: error fraction")] = 0.01,
     out: Annotated[Path | None, typer.Option(help="report folder")] = None,
     chaos: Annotated[str, typer.Option(help="e.g. 'kafka:pause@3s,kafka:resume@6s'")] = "",
@@ -260,7 +262,6 @@ def bench(
         resolve,
         run_bench,
     )
-    from loadtests.engine.summary import Slo
     from services.lab.benchlab import running_lab
 
     try:
@@ -282,7 +283,8 @@ def bench(
             users=users,
             processes=processes,
             aa=aa,
-            slo=Slo(p99_ms=slo_p99_ms, max_errors=slo_errors),
+            slo_p99_ms=slo_p99_ms,
+            slo_errors=slo_errors,
             chaos=chaos,
             pin=pin,
             out=out,
@@ -434,6 +436,9 @@ def console_command(
     port: Annotated[int, typer.Option(min=1, max=65535, help="port of the console's page")] = 8090,
     out: Annotated[Path, typer.Option(help="where the console keeps its runs")] = Path("results/console"),
     infra: InfraOption = None,
+    with_mine: Annotated[
+        bool, typer.Option("--with-mine", help="also serve your own variants (lab exercise start)")
+    ] = False,
 ) -> None:
     """The live console: a page per design where a class watches naive and hardened side by side."""
     import uvicorn
@@ -445,7 +450,7 @@ def console_command(
 
     settings = _settings(infra=infra)
     listen = host or settings.host
-    supervisor = _supervisor(settings)
+    supervisor = _supervisor(settings, with_mine=with_mine)
     require_token = listen not in LOOPBACK
     try:
         with running_lab(supervisor, say=_say) as lab:

@@ -230,3 +230,18 @@ def test_changes_need_the_token_when_the_console_listens_beyond_loopback(runs: C
     right = {"Authorization": "Bearer s3cret"}
     assert client.post("/api/settings", json=body, headers=right).json()["restarted"] == ["orders-inventory"]
     assert client.get("/api/designs").status_code == 200  # reading needs no token
+
+
+def test_a_variant_the_lab_does_not_run_is_refused_before_anything_starts(runs: ConsoleRuns) -> None:
+    with pytest.raises(CatalogueError, match="lab exercise start orders"):
+        runs.start("orders", "flash-sale", ["naive", "mine"])
+    assert runs.current() is None
+    assert runs.lab.restarted == []  # type: ignore[attr-defined]
+
+
+def test_a_run_the_console_left_mid_way_is_listed_as_interrupted(runs: ConsoleRuns, tmp_path: Path) -> None:
+    folder = tmp_path / "20261202-061500-orders-flash-sale"
+    folder.mkdir()
+    (folder / "console-run.json").write_text(json.dumps({"id": folder.name, "state": "running"}))
+    assert runs.past() == [{"id": folder.name, "state": "interrupted"}]
+    assert runs.run(folder.name) == {"id": folder.name, "state": "interrupted"}

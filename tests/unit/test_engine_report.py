@@ -214,7 +214,7 @@ def test_a_generator_bound_comparison_reads_as_a_lower_bound(tmp_path: Path) -> 
     ratio, _, verdict, _, generator = _markdown_row(markdown, name)
     assert ratio.startswith("≥ ")
     assert verdict == LOWER_BOUND_NOT_SHOWN
-    assert generator == "bound: lower bound"
+    assert generator == "lower bound"
     flags = markdown.split("## Flags")[1].split("## Verdicts")[0]
     assert "hardened round 0: the load generator was bound (0.93 cores)" in flags
 

@@ -164,8 +164,8 @@ def _orders() -> ConsoleDesign:
             ),
             Setting(
                 "LAB_ORDERS_NAIVE_LOCKING",
-                "naive lock setting",
-                ("orders-naive",),
+                "naive lock setting (the inventory service's stock read)",
+                ("orders-inventory",),
                 choices=_literal("services.orders.settings", "NaiveLocking"),
             ),
         ),

@@ -49,6 +49,7 @@ LIVE_S = 1.0  # how often each generator hands in its series
 SAMPLE_LAG_S = 2.0
 LIVE_AUDIT_PERIOD_S = 2.0  # the live counts are read at most this often per target
 POLL_S = 0.25
+WATCHERS_JOIN_S = 30.0  # a live count stuck on a paused database does not hold the run's end longer
 EMPTY_ROW = {"offered": 0, "ok": 0, "failed": 0, "timeouts": 0, "p50_ms": None, "p99_ms": None}
 RUN_FILE = "console-run.json"
 
@@ -104,6 +105,8 @@ class LiveRun(RunObserver):
     _t0: float | None = None
     _loads_done: threading.Event = field(default_factory=threading.Event)
     _ended: threading.Event = field(default_factory=threading.Event)
+    _watchers: list[threading.Thread] = field(default_factory=list)
+    _count_ms: list[float] = field(default_factory=list)  # how long each live count took, for the docs
 
     # -- what the page reads ------------------------------------------------------------------
 
@@ -121,6 +124,7 @@ class LiveRun(RunObserver):
             "error": self.error,
             "verdict": self.verdict,
             "report": self.report,
+            "live_counts": _timings(self._count_ms),
         }
 
     def events_from(self, seq: int) -> list[Event]:
@@ -148,6 +152,8 @@ class LiveRun(RunObserver):
             self._set_state("failed")
         finally:
             self._loads_done.set()
+            for watcher in self._watchers:  # their last samples come before the end
+                watcher.join(timeout=WATCHERS_JOIN_S)
             self._emit("end", {})
             self._save()
             self._ended.set()
@@ -197,10 +203,16 @@ class LiveRun(RunObserver):
             self._running[label] = _Target(load, started_monotonic)
             first = self._t0 is None
             self._t0 = min(started_monotonic, self._t0 or math.inf)
+        if self.stopped_early:  # stop was pressed while the targets were being reset
+            load.end_early()
         if first:
             self._set_state("running")
-            threading.Thread(target=self._sample, name="console-samples", daemon=True).start()
-            threading.Thread(target=self._count_live, name="console-counts", daemon=True).start()
+            self._watchers = [
+                threading.Thread(target=self._sample, name="console-samples", daemon=True),
+                threading.Thread(target=self._count_live, name="console-counts", daemon=True),
+            ]
+            for watcher in self._watchers:
+                watcher.start()
 
     def load_finished(self, label: str) -> None:
         with self._lock:
@@ -234,25 +246,21 @@ class LiveRun(RunObserver):
         return time.monotonic() - self._t0
 
     def _sample(self) -> None:
-        """One ``sample`` a second of the run, every target in it, on the run's one time axis."""
-        seconds = math.ceil(self.preset.run_s)
-        for second in range(seconds):
+        """One ``sample`` a second of the run, every target in it. Each target's row is that second
+        of its own load: the loads run the identical schedule and start together (within the time
+        a generator takes to start), so second t of one is second t of the other."""
+        for second in range(math.ceil(self.preset.run_s)):
             while self._now_s() < second + SAMPLE_LAG_S and not self._loads_done.is_set():
                 time.sleep(POLL_S)
-            views = {label: (t, t.load.live()) for label, t in list(self._running.items())}
-            if self._loads_done.is_set() and self.stopped_early and not _has_second(views, second, self._t0):
+            views = {label: target.load.live() for label, target in list(self._running.items())}
+            if self.stopped_early and self._loads_done.is_set() and not _holds(views, second):
                 return
             self._emit("sample", {"t": second, "targets": self._rows_at(second, views)})
 
-    def _rows_at(self, second: int, views: Mapping[str, tuple[_Target, LiveView]]) -> dict[str, Any]:
+    def _rows_at(self, second: int, views: Mapping[str, LiveView]) -> dict[str, Any]:
         rows = {}
         for label in self.targets:
-            if label not in views:
-                rows[label] = dict(EMPTY_ROW)
-                continue
-            target, view = views[label]
-            own_second = second - round(target.started_monotonic - (self._t0 or 0.0))
-            row = next((r for r in view.rows if r["t"] == own_second), None)
+            row = next((r for r in views[label].rows if r["t"] == second), None) if label in views else None
             rows[label] = {name: (row or EMPTY_ROW)[name] for name in EMPTY_ROW}
         return rows
 
@@ -268,10 +276,12 @@ class LiveRun(RunObserver):
                 bench_target = scenario.target(label)
                 if bench_target is None or not bench_target.audited:
                     continue
+                started = time.perf_counter()
                 try:
                     counts[label] = dict(scenario.live_audit(context, bench_target, target.load.out_dir))
                 except Exception as exc:  # a paused database: the counts wait, the run goes on
                     logger.warning("live_count_failed target=%s error=%s", label, exc)
+                self._count_ms.append((time.perf_counter() - started) * 1000)
             if counts:
                 self._emit("invariants", {"t": round(self._now_s(), 1), "targets": counts})
 
@@ -301,11 +311,21 @@ class LiveRun(RunObserver):
             target.load.end_early()
 
 
-def _has_second(views: Mapping[str, tuple[_Target, LiveView]], second: int, t0: float | None) -> bool:
-    return any(
-        any(r["t"] == second - round(t.started_monotonic - (t0 or 0.0)) for r in view.rows)
-        for t, view in views.values()
-    )
+def _timings(milliseconds: Sequence[float]) -> dict[str, Any]:
+    """What watching cost: how many live counts were read, and how long they took."""
+    ordered = sorted(milliseconds)
+    if not ordered:
+        return {"reads": 0}
+    return {
+        "reads": len(ordered),
+        "median_ms": round(ordered[len(ordered) // 2], 1),
+        "max_ms": round(ordered[-1], 1),
+    }
+
+
+def _holds(views: Mapping[str, LiveView], second: int) -> bool:
+    """Whether any target's load got as far as ``second``."""
+    return any(row["t"] == second for view in views.values() for row in view.rows)
 
 
 FINAL_STATES = frozenset({"done", "failed"})
@@ -327,6 +347,7 @@ class ConsoleRuns:
         design = design_of(self.designs, design_name)
         preset = preset_of(design, preset_name)
         chosen = checked_targets(preset, list(targets))
+        self._check_served(preset, chosen)
         with self._lock:
             if self._current is not None and not self._current.finished:
                 raise ConsoleBusy(
@@ -342,6 +363,18 @@ class ConsoleRuns:
         run.start()
         return run
 
+    def _check_served(self, preset: Preset, targets: Sequence[str]) -> None:
+        """A target the lab does not run (a learner's variant not started) is refused before anything
+        starts; what the scenario serves itself (a reference, another setting) is started by the run."""
+        scenario, running = preset.bench_scenario(), set(self.lab.components())
+        for label in targets:
+            target = scenario.target(label)
+            if target is not None and target.app is None and target.component not in running:
+                raise CatalogueError(
+                    f"the lab does not run {target.component}: for your own variant, run "
+                    f"'lab exercise start {preset.design}' and start the console with --with-mine"
+                )
+
     def current(self) -> LiveRun | None:
         return self._current
 
@@ -351,20 +384,21 @@ class ConsoleRuns:
             return self._current
         folder = self.folder_of(run_id)
         path = folder / RUN_FILE if folder is not None else None
-        return json.loads(path.read_text()) if path is not None and path.exists() else None
+        return _stored(path) if path is not None and path.exists() else None
 
     def folder_of(self, run_id: str) -> Path | None:
         """A run's folder, for a well-formed id only (it is part of a URL)."""
         return self.root / run_id if RUN_ID.fullmatch(run_id) else None
 
     def past(self) -> list[dict[str, Any]]:
+        """Every run kept in the folder, newest first."""
         summaries = []
         for path in sorted(self.root.glob(f"*/{RUN_FILE}"), reverse=True):
             current = self._current
             if current is not None and path.parent == current.folder:
                 summaries.append(current.summary())
-            else:
-                summaries.append(json.loads(path.read_text()))
+                continue
+            summaries.append(_stored(path))
         return summaries
 
     def press(self, component: str, action: str) -> dict[str, Any]:
@@ -415,6 +449,14 @@ class ConsoleRuns:
             return
         run.stop()
         run.wait(timeout_s=wait_s)
+
+
+def _stored(path: Path) -> dict[str, Any]:
+    """A past run's summary; one that a console left before its end reads ``interrupted``."""
+    summary: dict[str, Any] = json.loads(path.read_text())
+    if summary["state"] not in FINAL_STATES:
+        summary["state"] = "interrupted"
+    return summary
 
 
 RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[a-z]+-[a-z0-9-]+")
