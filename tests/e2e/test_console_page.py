@@ -128,7 +128,7 @@ def _save_screenshot(page: BrowserPage, artefacts: Path) -> None:
         shutil.copyfile(shot, SCREENSHOT)
 
 
-def teach_the_flash_sale(page: BrowserPage, console: str, artefacts: Path) -> None:
+def _teach_the_flash_sale(page: BrowserPage, console: str, artefacts: Path) -> None:
     """The lesson, pressed through the page; every assertion is about what the room would see."""
     page.open(f"{console}/designs/orders")
     page.wait_for("document.body.dataset.ready === 'true'", timeout_s=20, what="the page loads its design")
@@ -233,4 +233,4 @@ def test_every_design_has_a_page_with_its_shortcuts_and_settings(console: str) -
 
 def test_a_class_watches_the_flash_sale_break_and_hold(console: str, tmp_path: Path) -> None:
     with browser_page() as page:
-        teach_the_flash_sale(page, console, tmp_path)
+        _teach_the_flash_sale(page, console, tmp_path)
