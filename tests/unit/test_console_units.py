@@ -93,6 +93,8 @@ def test_the_page_description_is_json_with_the_settings_in_effect() -> None:
     latency = next(s for s in described["settings"] if s["name"] == "LAB_PAYMENT_GATEWAY_LATENCY_MS")
     locking = next(s for s in described["settings"] if s["name"] == "LAB_ORDERS_NAIVE_LOCKING")
     assert latency["value"] == "750"
+    delay = next(s for s in described["settings"] if s["name"] == "LAB_INVENTORY_DELAY_MS")
+    assert delay["value"] == "20"  # the design's default, as a person types it
     assert locking["value"] == "none"
     assert locking["choices"] == ["none", "row-lock"]
     assert [p["name"] for p in described["presets"]] == ["flash-sale", "hot-sku"]

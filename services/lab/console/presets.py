@@ -106,7 +106,8 @@ class ConsoleDesign:
             return environ[setting.name]
         module, _, name = self.settings_class.partition(":")
         field_name = setting.name.removeprefix("LAB_").lower()
-        return str(getattr(import_module(module), name).model_fields[field_name].default)
+        default = getattr(import_module(module), name).model_fields[field_name].default
+        return f"{default:g}" if isinstance(default, float) else str(default)
 
 
 def _literal(module: str, name: str) -> tuple[str, ...]:
