@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import shlex
+import signal
 import sys
 import threading
 import time
@@ -614,7 +615,15 @@ def _register_audits() -> None:
 _register_audits()
 
 
+def _exit_on_terminate(signum: int, _: object) -> NoReturn:
+    """SIGTERM (a supervisor, ``kill``, a CI's timeout) unwinds like Ctrl-C: a bench or a console
+    stops the load generators and the apps it served, and a lab it brought up, instead of leaving
+    them running."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _exit_on_terminate)
     app()
 
 

@@ -266,3 +266,15 @@ def test_a_run_the_console_left_mid_way_is_listed_as_interrupted(runs: ConsoleRu
     (folder / "console-run.json").write_text(json.dumps({"id": folder.name, "state": "running"}))
     assert runs.past() == [{"id": folder.name, "state": "interrupted"}]
     assert runs.run(folder.name) == {"id": folder.name, "state": "interrupted"}
+
+
+def test_sigterm_unwinds_the_lab_command_like_ctrl_c() -> None:
+    """A bench or a console killed with SIGTERM runs its clean-up (the apps it served, the lab it
+    brought up) instead of leaving them running: the signal becomes a SystemExit."""
+    import signal
+
+    from services.lab.cli import _exit_on_terminate
+
+    with pytest.raises(SystemExit) as exited:
+        _exit_on_terminate(signal.SIGTERM, None)
+    assert exited.value.code == 128 + signal.SIGTERM
