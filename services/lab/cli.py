@@ -205,6 +205,28 @@ def _follow(path: Path) -> None:
             return
 
 
+def _listenable(bind: str | None) -> str | None:
+    """A usage error (exit 2) for an address the bench could not listen on, before the lab starts."""
+    from loadtests.engine.remote import check_listenable
+
+    if bind is not None:
+        try:
+            check_listenable(bind)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return bind
+
+
+def _reachable(master: str) -> str:
+    from loadtests.engine.remote import board_address
+
+    try:
+        board_address(master)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return master
+
+
 @app.command()
 def bench(
     design: Annotated[str, typer.Argument(help="ratelimit, shortener or orders")],
@@ -229,7 +251,18 @@ def bench(
     deadline: Annotated[float | None, typer.Option(min=0.01, help="client deadline per request, s")] = None,
     rounds: Annotated[int, typer.Option(min=1, help="interleaved rounds (5 or more bear a verdict)")] = 5,
     users: Annotated[int, typer.Option(min=0, help="closed-loop users (0: the design's own)")] = 0,
-    processes: Annotated[int, typer.Option(min=1, help="Locust processes")] = 1,
+    processes: Annotated[
+        int, typer.Option(min=1, help="Locust worker processes (with --master-bind: workers elsewhere)")
+    ] = 1,
+    master_bind: Annotated[
+        str | None,
+        typer.Option(
+            "--master-bind",
+            callback=_listenable,
+            help="HOST:PORT: every run waits for --processes workers from other machines "
+            "(lab load-worker --master ADDRESS:PORT), which find each run on PORT+1",
+        ),
+    ] = None,
     aa: Annotated[bool, typer.Option(help="run one variant twice, for the A/A noise")] = True,
     slo_p99_ms: Annotated[
         float | None, typer.Option(min=0.001, help="SLO: p99 of good answers, ms (default: the scenario's)")
@@ -282,6 +315,7 @@ def bench(
             rounds=rounds,
             users=users,
             processes=processes,
+            master_bind=master_bind,
             aa=aa,
             slo_p99_ms=slo_p99_ms,
             slo_errors=slo_errors,
@@ -306,6 +340,34 @@ def bench(
 
 
 FAULT_MATRIX = "faults"
+
+
+@app.command("load-worker")
+def load_worker(
+    master: Annotated[
+        str,
+        typer.Option(
+            callback=_reachable, help="HOST:PORT of the bench's --master-bind, as this machine reaches it"
+        ),
+    ],
+    processes: Annotated[int, typer.Option(min=1, help="Locust worker processes on this machine")] = 1,
+    keep_following: Annotated[
+        bool,
+        typer.Option(
+            "--keep-following", help="after a bench ends, wait for the next one (a Deployment's workers)"
+        ),
+    ] = False,
+) -> None:
+    """Be a load generator for a `lab bench --master-bind` on another machine: join each of its runs
+    with that run's plan, until the bench ends (or Ctrl-C / SIGTERM)."""
+    import signal
+
+    from loadtests.engine.remote import Follower
+
+    follower = Follower(master, processes=processes, keep_following=keep_following, say=_say)
+    signal.signal(signal.SIGTERM, follower.stop)
+    signal.signal(signal.SIGINT, follower.stop)
+    follower.follow()
 
 
 def _bench_fault_matrix(cells: str, out: Path | None) -> None:
