@@ -205,26 +205,28 @@ def _follow(path: Path) -> None:
             return
 
 
-def _listenable(bind: str | None) -> str | None:
-    """A usage error (exit 2) for an address the bench could not listen on, before the lab starts."""
-    from loadtests.engine.remote import check_listenable
-
-    if bind is not None:
-        try:
-            check_listenable(bind)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
-    return bind
-
-
-def _reachable(master: str) -> str:
+def _host_port(value: str | None) -> str | None:
+    """A usage error (exit 2) for an address that is no ``host:port`` with a port to spare above it
+    (the plan board's), before anything starts."""
     from loadtests.engine.remote import board_address
 
+    if value is not None:
+        try:
+            board_address(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+def _check_listenable(master_bind: str) -> None:
+    """An address this machine cannot listen on is a usage error too, found before the lab starts
+    (not in the option's callback: parsing a documented command must not bind ports)."""
+    from loadtests.engine.remote import check_listenable
+
     try:
-        board_address(master)
+        check_listenable(master_bind)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    return master
+        raise typer.BadParameter(str(exc), param_hint="'--master-bind'") from None
 
 
 @app.command()
@@ -258,7 +260,7 @@ def bench(
         str | None,
         typer.Option(
             "--master-bind",
-            callback=_listenable,
+            callback=_host_port,
             help="HOST:PORT: every run waits for --processes workers from other machines "
             "(lab load-worker --master ADDRESS:PORT), which find each run on PORT+1",
         ),
@@ -285,6 +287,8 @@ def bench(
     if design == FAULT_MATRIX:
         _bench_fault_matrix(cells, out)
         return
+    if master_bind is not None:
+        _check_listenable(master_bind)
     from loadtests.bench import (
         BenchError,
         BenchOptions,
@@ -347,7 +351,7 @@ def load_worker(
     master: Annotated[
         str,
         typer.Option(
-            callback=_reachable, help="HOST:PORT of the bench's --master-bind, as this machine reaches it"
+            callback=_host_port, help="HOST:PORT of the bench's --master-bind, as this machine reaches it"
         ),
     ],
     processes: Annotated[int, typer.Option(min=1, help="Locust worker processes on this machine")] = 1,
