@@ -104,6 +104,7 @@ class PlanBoard:
     def __init__(self, master_bind: str) -> None:
         self.master_bind = master_bind
         self._bench = uuid.uuid4().hex[:12]
+        self._commit = git_commit()
         self._lock = threading.Lock()
         self._run: dict[str, Any] | None = None
         self._ended = False
@@ -128,7 +129,7 @@ class PlanBoard:
             "processes": plan.processes,
             "env": worker_env(plan, out_dir),
             "code": code_digest(plan.locustfile),
-            "commit": git_commit(),
+            "commit": self._commit,
         }
         with self._lock:
             self._run, self._refusals = run, []
