@@ -102,12 +102,11 @@ class PlanBoard:
     """The current run of a bench, served to its workers; a context manager around the server."""
 
     def __init__(self, master_bind: str) -> None:
-        self.master_bind = master_bind
         self._bench = uuid.uuid4().hex[:12]
         self._commit = git_commit()
         self._lock = threading.Lock()
         self._run: dict[str, Any] | None = None
-        self._ended = False
+        self._ended = self._closed = False
         self._refusals: list[str] = []
         self._server = ThreadingHTTPServer(board_address(master_bind), _handler_of(self))
         self._server.daemon_threads = True
@@ -152,6 +151,9 @@ class PlanBoard:
             self._refusals.append(f"worker {worker} refused the run: {reason}")
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if self._thread.is_alive():
             with self._lock:
                 self._ended, self._run = True, None
