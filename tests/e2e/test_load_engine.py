@@ -38,6 +38,7 @@ from loadtests.engine.sweep import knee, sweep_schedule
 from services.lab.cli import app as app_cli
 from services.lab.processes import free_port
 from tests.support.servers import RunningApp, run_app
+from tests.support.terminal import one_line
 
 pytestmark = [pytest.mark.e2e, pytest.mark.alone]
 
@@ -351,4 +352,4 @@ def test_a_bench_refuses_a_master_bind_this_machine_cannot_listen_on(tmp_path: P
             app_cli, ["bench", "ratelimit", "--processes", "2", "--master-bind", bind]
         )
     assert result.exit_code == 2, result.output
-    assert f"cannot listen for workers on {host}:{int(port) + 1}" in result.output
+    assert f"cannot listen for workers on {host}:{int(port) + 1}" in one_line(result.output)
