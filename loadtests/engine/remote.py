@@ -232,9 +232,10 @@ class Follower:
     def _bench_is_over(self, board: dict[str, Any] | None) -> bool:
         if self.keep_following:
             return False
-        if board is not None and board["ended"]:
-            self.say("the bench ended")
-            return True
+        if board is not None:
+            if board["ended"]:
+                self.say("the bench ended")
+            return bool(board["ended"])
         gone = self._last_contact is not None and time.monotonic() - self._last_contact > BENCH_GONE_S
         if gone:
             self.say(f"the bench has not answered for {BENCH_GONE_S:g} s: taking it for ended")
