@@ -299,7 +299,7 @@ def test_two_load_workers_follow_two_runs_and_end_with_the_bench(tmp_path: Path)
     bind = _listenable_bind()
     # Two runs as a bench makes them: each its own run id, and here its own schedule, which the
     # master checks against each worker's: a worker on the first run's plan would be refused.
-    schedules = {"first-run": Schedule.constant(100, 3), "second-run": Schedule.constant(160, 3)}
+    schedules = {"first-run": Schedule.constant(100, 2), "second-run": Schedule.constant(160, 2)}
     results = {}
     with (
         fixed_delay_server(tmp_path) as app,
