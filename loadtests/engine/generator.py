@@ -50,6 +50,11 @@ START_TIMEOUT_S = 60.0
 PLAN_PREFIX = "LAB_LOAD_"
 
 
+class LoadGeneratorError(RuntimeError):
+    """The load generator did not start (workers elsewhere that never joined, or refused), failed, or
+    lost a part of the load: the run measured nothing that could be trusted. Carries Locust's log."""
+
+
 @dataclass(frozen=True)
 class LoadPlan:
     """What to run: the locustfile and user class, and either a schedule or a number of users."""
@@ -128,7 +133,7 @@ class RunningLoad:
         while not (clocks := list(self.out_dir.glob("clock-*.json"))):
             if self._child.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"the load generator did not start:{self._why_not_started()}")
+                raise LoadGeneratorError(f"the load generator did not start:{self._why_not_started()}")
             time.sleep(0.05)
         self._started = min(float(json.loads(path.read_text())["started_monotonic"]) for path in clocks)
         if self._board is not None:
@@ -151,7 +156,7 @@ class RunningLoad:
             self._log.close()
         if self._child.returncode not in (0, 1):  # 1: Locust saw failures, which are measured
             log = _tail(self.out_dir / "locust.log")
-            raise RuntimeError(f"locust exited with {self._child.returncode}:\n{log}")
+            raise LoadGeneratorError(f"locust exited with {self._child.returncode}:\n{log}")
         return _read_back(self.out_dir, processes=self.plan.processes)
 
     def _end_on_the_loads_clock(self) -> None:
@@ -305,7 +310,7 @@ def _env(plan: LoadPlan, out_dir: Path) -> dict[str, str]:
 def _documents(out_dir: Path) -> list[dict[str, Any]]:
     documents = [json.loads(path.read_text()) for path in sorted(out_dir.glob("recording-*.json"))]
     if not documents:
-        raise RuntimeError(f"the load generator wrote no recording:\n{_tail(out_dir / 'locust.log')}")
+        raise LoadGeneratorError(f"the load generator wrote no recording:\n{_tail(out_dir / 'locust.log')}")
     return documents
 
 
@@ -325,8 +330,8 @@ def read_failure_reasons(out_dir: Path) -> Counter[str]:
 def _read_back(out_dir: Path, *, processes: int) -> LoadResult:
     documents = _documents(out_dir)
     if len(documents) != processes:  # a part of the load would be missing from every number
-        log = _tail(out_dir / "locust.log")
-        raise RuntimeError(f"{len(documents)} of {processes} load processes handed in a recording:\n{log}")
+        handed_in = f"{len(documents)} of {processes} load processes handed in a recording"
+        raise LoadGeneratorError(f"{handed_in}:\n{_tail(out_dir / 'locust.log')}")
     return LoadResult(
         recording=merged(Recording.from_json(d["recording"]) for d in documents),
         started_monotonic=min(d["started_monotonic"] for d in documents),

@@ -299,6 +299,7 @@ def bench(
         resolve,
         run_bench,
     )
+    from loadtests.engine.generator import LoadGeneratorError
     from services.lab.benchlab import running_lab
 
     try:
@@ -338,7 +339,7 @@ def bench(
         apply_lab_env(design, scenario)
         with running_lab(supervisor, say=_say) as lab:
             paths = run_bench(options, lab=lab, say=_say)
-    except (BenchError, LabError, InfraError, ValueError) as exc:
+    except (BenchError, LabError, InfraError, LoadGeneratorError, ValueError) as exc:
         _fail(str(exc))
     console.print(f"[green]report[/] {paths['html']}  ({paths['md']}, {paths['json']})")
 
