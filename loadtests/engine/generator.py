@@ -133,7 +133,7 @@ class RunningLoad:
         while not (clocks := list(self.out_dir.glob("clock-*.json"))):
             if self._child.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise LoadGeneratorError(f"the load generator did not start:{self._why_not_started()}")
+                raise LoadGeneratorError(self._why_not_started())
             time.sleep(0.05)
         self._started = min(float(json.loads(path.read_text())["started_monotonic"]) for path in clocks)
         if self._board is not None:
@@ -141,9 +141,14 @@ class RunningLoad:
         return self._started
 
     def _why_not_started(self) -> str:
+        """What is known: the workers a master waited for (its own log says nothing of workers that
+        never came), the refusals of workers elsewhere, and Locust's log."""
+        why = "the load generator did not start"
+        if self.plan.master_bind is not None:
+            why += f": its master waited {START_TIMEOUT_S:g} s at {self.plan.master_bind} for "
+            why += f"{self.plan.processes} worker(s) to join"
         refused = self._board.refusals() if self._board is not None else []
-        refusals = "".join(f"\n{line}" for line in refused)
-        return f"{refusals}\n{_tail(self.out_dir / 'locust.log')}"
+        return "\n".join([why, *refused, _tail(self.out_dir / "locust.log")])
 
     def finish(self) -> LoadResult:
         try:

@@ -9,7 +9,8 @@ processes: what it measures must be what the server did.
   per-second counts add up to the run's totals;
 - distributed: an open loop split over two workers (forked here, or joined from elsewhere) adds up
   to its rate, a worker with another plan is refused, and two ``lab load-worker`` commands follow
-  two consecutive runs from a plan board, each run's every arrival recorded once, and end with it.
+  two consecutive runs from a plan board, each run's every arrival recorded once, and end with it;
+  a worker of other load-test code refuses a run, and the bench hears why.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from loadtests.engine import remote
 from loadtests.engine.generator import LoadPlan, LoadResult, run_load, start_load, worker_argv
 from loadtests.engine.recording import HIGHEST_US, Recording
-from loadtests.engine.remote import PlanBoard, check_listenable
+from loadtests.engine.remote import Follower, PlanBoard, check_listenable
 from loadtests.engine.schedule import Schedule
 from loadtests.engine.summary import Slo, WindowSummary, series, windows
 from loadtests.engine.sweep import knee, sweep_schedule
@@ -353,3 +355,33 @@ def test_a_bench_refuses_a_master_bind_this_machine_cannot_listen_on(tmp_path: P
         )
     assert result.exit_code == 2, result.output
     assert f"cannot listen for workers on {host}:{int(port) + 1}" in one_line(result.output)
+
+
+def test_a_worker_of_other_load_test_code_refuses_the_run_and_the_bench_hears_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bind = _listenable_bind()
+    plan = LoadPlan(
+        locustfile=USERS,
+        user_class="Arrivals",
+        host="http://127.0.0.1:9",
+        schedule=Schedule.constant(10, 1),
+        master_bind=bind,
+    )
+    said: list[str] = []
+    with PlanBoard(bind) as board:
+        board.publish(plan, tmp_path)
+        monkeypatch.setattr(remote, "code_digest", lambda _: "edited-elsewhere")  # this worker's checkout
+        follower = Follower(bind, say=said.append)
+        following = threading.Thread(target=follower.follow)
+        following.start()
+        deadline = time.monotonic() + 10
+        while not board.refusals() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        follower.stop()
+        following.join(timeout=10)
+        (refusal,) = board.refusals()
+    assert "refused the run: its load-test code differs" in refusal
+    assert "digest edited-elsewhere here" in refusal
+    assert any(line.startswith("refusing run") for line in said)
+    assert not any(line.startswith("joining run") for line in said)
