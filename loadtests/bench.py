@@ -14,12 +14,18 @@ audit the design's invariants. Then each goal of the design
 is a paired ratio per round, with its median, bootstrap interval and verdict, and the report is
 written (``report.json``, ``report.md``, ``report.html``, the merged histograms).
 
+With ``master_bind`` the load generator's workers run elsewhere: every run's Locust master listens
+there and waits for ``processes`` workers, and the bench publishes each run on a
+:class:`~loadtests.engine.remote.PlanBoard` beside it, which ``lab load-worker`` on the workers'
+machines follows from run to run.
+
 The bench sees the lab only through :class:`~loadtests.engine.lab.RunningLab`; the ``lab`` command
 brings the lab up and hands one over.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shlex
@@ -29,17 +35,20 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from loadtests.chaos import ChaosRunner, ChaosStep, parse_timeline
 from loadtests.designs import DESIGNS
 from loadtests.engine.cpu import CpuMeter, pin_apart, unpin
-from loadtests.engine.generator import LoadPlan, LoadResult, RunningLoad, start_load
+from loadtests.engine.generator import LoadPlan, LoadResult, RunningLoad, master_address, start_load
 from loadtests.engine.lab import AppSpec, RunningLab
 from loadtests.engine.recording import merged_tally
+from loadtests.engine.remote import PlanBoard, board_address
 from loadtests.engine.scenario import BenchContext, BenchDesign, Goal, Scenario, Target, not_audited
 from loadtests.engine.schedule import Schedule
 from loadtests.engine.summary import Slo, WindowSummary, series, windows
@@ -70,6 +79,8 @@ class BenchOptions:
     rounds: int = 5
     users: int = 0  # mode "closed": the design's default when 0
     processes: int = 1
+    # "host:port": every run's Locust master listens there for ``processes`` workers from elsewhere.
+    master_bind: str | None = None
     aa: bool = True
     slo_p99_ms: float | None = None  # the scenario's own SLO when None
     slo_errors: float = 0.01
@@ -168,6 +179,8 @@ def resolve(options: BenchOptions, components: Sequence[str]) -> Plan:
     warmup_s = scenario.warmup_s if options.warmup_s is None else options.warmup_s
     if options.rounds < 1 or options.processes < 1 or deadline_s <= 0 or warmup_s < 0:
         raise BenchError("--rounds and --processes must be at least 1, --deadline positive, --warmup ≥ 0")
+    if options.master_bind is not None:
+        check_master_bind(options.master_bind)
     targets = {label: target for label in variants if (target := scenario.target(label))}
     known = [*components, *(t.component for t in targets.values() if t.app)]
     try:
@@ -191,6 +204,14 @@ def resolve(options: BenchOptions, components: Sequence[str]) -> Plan:
         warmup_s=warmup_s,
         slo=_slo(options, scenario),
     )
+
+
+def check_master_bind(bind: str) -> None:
+    """``host:port`` with a port to spare above it (the plan board's), or a clear error."""
+    try:
+        board_address(bind)
+    except ValueError as exc:
+        raise BenchError(f"--master-bind: {exc}") from exc
 
 
 def _slo(options: BenchOptions, scenario: Scenario) -> Slo:
@@ -249,6 +270,8 @@ def run_bench(
     from loadtests.engine.report import write_report  # matplotlib loads only when a report is written
 
     plan = resolve(options, lab.components())
+    if together and options.master_bind is not None:
+        raise BenchError("workers elsewhere follow one run at a time: --master-bind runs targets in turn")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = options.out or Path("results") / f"{plan.design.name}-{plan.scenario.name}-{stamp}"
     context = BenchContext(lab=lab)
@@ -257,14 +280,51 @@ def run_bench(
             say(f"serving {target.label} beside the lab")
             serve_with_companions(lab, target.component, target.app)
     rounds = []
-    for index, order in enumerate(round_orders(plan.labels, options.rounds)):
-        run_one = partial(
-            _run_target, plan, options, context, out_dir / f"round-{index + 1}", observer=observer
-        )
-        run_round = _run_together if together else _run_in_turn
-        runs = run_round(order, run_one, say=say, heading=f"round {index + 1}/{options.rounds}: ")
-        rounds.append({"index": index, "order": list(order), "runs": runs})
+    urls = [context.lab.url_of(target.component) for target in plan.targets.values()]
+    with _plan_board(options, urls, say) as board:
+        for index, order in enumerate(round_orders(plan.labels, options.rounds)):
+            round_dir = out_dir / f"round-{index + 1}"
+            run_one = partial(_run_target, plan, options, context, round_dir, observer=observer, board=board)
+            run_round = _run_together if together else _run_in_turn
+            runs = run_round(order, run_one, say=say, heading=f"round {index + 1}/{options.rounds}: ")
+            rounds.append({"index": index, "order": list(order), "runs": runs})
     return write_report(_report(plan, options, rounds), out_dir)
+
+
+def _plan_board(
+    options: BenchOptions, urls: Sequence[str], say: Say
+) -> AbstractContextManager[PlanBoard | None]:
+    """Where workers elsewhere find each run, for the whole bench (none when they are forked here)."""
+    if options.master_bind is None:
+        return nullcontext()
+    host, port = master_address(options.master_bind)
+    try:
+        board = PlanBoard(options.master_bind)
+    except OSError as exc:
+        raise BenchError(f"cannot serve the workers' plans beside {options.master_bind}: {exc}") from exc
+    address = "THIS-MACHINE" if _is_unspecified(host) else host
+    say(f"every run waits for {options.processes} load worker(s); on each worker machine, in a checkout")
+    say(f"  of the same commit: lab load-worker --master {address}:{port}")
+    local = [url for url in urls if _is_loopback(urlsplit(url).hostname or "")]
+    if local and not _is_loopback(host):
+        say(f"  warning: workers on other machines cannot reach {', '.join(local)}: serve the lab on an")
+        say("  address they reach (LAB_HOST=this machine's address) or keep the workers on this machine")
+    return board
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _is_unspecified(host: str) -> bool:
+    """``0.0.0.0`` or ``::``: every address of this machine, none that a worker could dial."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
 
 
 def serve_with_companions(lab: RunningLab, component: str, app: AppSpec) -> None:
@@ -325,6 +385,7 @@ def _run_target(
     ready: Rendezvous,
     *,
     observer: RunObserver,
+    board: PlanBoard | None,
 ) -> dict[str, Any]:
     target = plan.targets[variant_of(label)]
     run_dir = round_dir / _slug(label)
@@ -342,7 +403,9 @@ def _run_target(
     (run_dir / "run.json").write_text(
         f'{{"run_id": "{run_id}", "variant": "{target.variant}", "users": {load_plan.users}}}'
     )
-    result, cpu, applied, pinning = _measure(plan, options, context.lab, load_plan, run_dir, label, observer)
+    result, cpu, applied, pinning = _measure(
+        plan, options, context.lab, load_plan, run_dir, label, observer=observer, board=board
+    )
     summaries = windows(result.recording, slo=plan.slo)
     audit = (plan.scenario.audit if target.audited else not_audited)(context, target, run_dir)
     tally = merged_tally(result.recording)
@@ -369,7 +432,13 @@ def _load_plan(plan: Plan, options: BenchOptions, url: str, run_dir: Path, run_i
     env = {**scenario.load_env, **options.load_env, "LAB_BENCH_RUN_ID": run_id}
     if options.live_s is not None:
         env["LAB_LOAD_LIVE_S"] = str(options.live_s)
-    common = {"host": url, "deadline_s": plan.deadline_s, "processes": options.processes, "env": env}
+    common = {
+        "host": url,
+        "deadline_s": plan.deadline_s,
+        "processes": options.processes,
+        "env": env,
+        "master_bind": options.master_bind,
+    }
     if plan.mode == "closed":
         return LoadPlan(
             locustfile=scenario.closed_locustfile or scenario.locustfile,
@@ -402,12 +471,15 @@ def _measure(
     load_plan: LoadPlan,
     run_dir: Path,
     label: str,
+    *,
     observer: RunObserver,
+    board: PlanBoard | None,
 ) -> tuple[LoadResult, Any, list[dict[str, Any]], dict[str, Any]]:
     """The load, the CPU of every process family over its window, the chaos applied on its clock
     (the timeline's and the faults applied by hand), and where the generator and the services ran
-    (``--pin``)."""
-    load = start_load(load_plan, out_dir=run_dir)
+    (``--pin``). The generator's CPU is this machine's Locust: workers elsewhere are not metered
+    (their lateness still shows in the recording)."""
+    load = start_load(load_plan, out_dir=run_dir, board=board)
     services = lab.cpu_roots()
     pinning = pin_apart(generator=load.pid, services=services.values()) if options.pin else UNPINNED
     meter = CpuMeter({**services, GENERATOR: load.pid}, generators=[GENERATOR])
@@ -512,6 +584,7 @@ def _report(plan: Plan, options: BenchOptions, rounds: list[dict[str, Any]]) -> 
             "warmup_s": plan.warmup_s,
             "deadline_s": plan.deadline_s,
             "processes": options.processes,
+            "master_bind": options.master_bind,
             "users": plan.users if plan.mode == "closed" else 0,
             "chaos": options.chaos,
         },
@@ -564,6 +637,10 @@ def _command(plan: Plan, options: BenchOptions) -> str:
         words += ["--slo-p99-ms", f"{options.slo_p99_ms:g}"]
     if options.slo_errors != BenchOptions.slo_errors:
         words += ["--slo-errors", f"{options.slo_errors:g}"]
+    if options.processes != 1:
+        words += ["--processes", str(options.processes)]
+    if options.master_bind is not None:
+        words += ["--master-bind", options.master_bind]
     if options.chaos:
         words += ["--chaos", options.chaos]
     if not options.aa:

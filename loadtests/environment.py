@@ -30,7 +30,7 @@ def machine_info() -> dict[str, Any]:
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "packages": {name: _version(name) for name in PACKAGES},
-        "commit": _git_commit(),
+        "commit": git_commit(),
     }
 
 
@@ -51,7 +51,8 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def _git_commit() -> str:
+def git_commit() -> str:
+    """The checkout's commit (``-dirty`` when it has changes), or ``unknown`` outside one."""
     try:
         result = subprocess.run(
             ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=5

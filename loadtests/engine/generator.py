@@ -12,8 +12,10 @@ last requests get their full deadline before the processes stop; its own statist
 ``processes`` > 1 forks the workers here (Locust's ``--processes``). With ``master_bind`` the
 workers run elsewhere, on other machines: this process is Locust's master only, listening on
 ``host:port`` and starting once ``processes`` workers have joined. It writes ``worker.env`` into the
-output folder, the environment each worker needs (``worker_argv`` says how to start one); the workers
-send what they record to the master, so everything is read back here, as from a local run.
+output folder, the environment each worker needs (``worker_argv`` says how to start one), and, given
+a :class:`~loadtests.engine.remote.PlanBoard`, publishes the run there, where ``lab load-worker``
+finds it; the workers send what they record to the master, so everything is read back here, as
+from a local run.
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from loadtests.engine.recording import Recording, merged
 from loadtests.engine.schedule import Schedule
+
+if TYPE_CHECKING:
+    from loadtests.engine.remote import PlanBoard
 
 STOP_MARGIN_S = 2.0
 # Locust's --run-time counts from its start, before the users' set-up (the shortener's users create
@@ -43,6 +48,11 @@ MAX_EXTRA_WAIT_S = 90.0  # start-up and shutdown of Locust itself, beyond the ru
 START_TIMEOUT_S = 60.0
 # The environment every process of one run must share (the workers' plan is checked against it).
 PLAN_PREFIX = "LAB_LOAD_"
+
+
+class LoadGeneratorError(RuntimeError):
+    """The load generator did not start (workers elsewhere that never joined, or refused), failed, or
+    lost a part of the load: the run measured nothing that could be trusted. Carries Locust's log."""
 
 
 @dataclass(frozen=True)
@@ -97,9 +107,10 @@ class LoadResult:
 class RunningLoad:
     """Locust while it runs: its pid (for the CPU meter), when its clock started, and its result."""
 
-    def __init__(self, plan: LoadPlan, out_dir: Path) -> None:
+    def __init__(self, plan: LoadPlan, out_dir: Path, board: PlanBoard | None = None) -> None:
         self.plan = plan
         self.out_dir = out_dir
+        self._board = board
         self._started: float | None = None
         self._log: IO[bytes] = (out_dir / "locust.log").open("wb")
         self._child = subprocess.Popen(
@@ -122,10 +133,22 @@ class RunningLoad:
         while not (clocks := list(self.out_dir.glob("clock-*.json"))):
             if self._child.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"the load generator did not start:\n{_tail(self.out_dir / 'locust.log')}")
+                raise LoadGeneratorError(self._why_not_started())
             time.sleep(0.05)
         self._started = min(float(json.loads(path.read_text())["started_monotonic"]) for path in clocks)
+        if self._board is not None:
+            self._board.close_joining()  # every share of the schedule is taken
         return self._started
+
+    def _why_not_started(self) -> str:
+        """What is known: the workers a master waited for (its own log says nothing of workers that
+        never came), the refusals of workers elsewhere, and Locust's log."""
+        why = "the load generator did not start"
+        if self.plan.master_bind is not None:
+            why += f": its master waited {START_TIMEOUT_S:g} s at {self.plan.master_bind} for "
+            why += f"{self.plan.processes} worker(s) to join"
+        refused = self._board.refusals() if self._board is not None else []
+        return "\n".join([why, *refused, _tail(self.out_dir / "locust.log")])
 
     def finish(self) -> LoadResult:
         try:
@@ -138,7 +161,7 @@ class RunningLoad:
             self._log.close()
         if self._child.returncode not in (0, 1):  # 1: Locust saw failures, which are measured
             log = _tail(self.out_dir / "locust.log")
-            raise RuntimeError(f"locust exited with {self._child.returncode}:\n{log}")
+            raise LoadGeneratorError(f"locust exited with {self._child.returncode}:\n{log}")
         return _read_back(self.out_dir, processes=self.plan.processes)
 
     def _end_on_the_loads_clock(self) -> None:
@@ -175,32 +198,41 @@ def master_address(bind: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def start_load(plan: LoadPlan, *, out_dir: Path) -> RunningLoad:
+def start_load(plan: LoadPlan, *, out_dir: Path, board: PlanBoard | None = None) -> RunningLoad:
+    """Start the generator; with ``board``, publish the run for workers elsewhere to join."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for kind in ("recording", "clock", "live"):  # a folder used before holds an older run's records
         for stale in out_dir.glob(f"{kind}-*.json"):
             stale.unlink()
     if plan.master_bind is not None:
-        _write_worker_env(plan, out_dir)
-    return RunningLoad(plan, out_dir)
+        env = worker_env(plan, out_dir)
+        (out_dir / "worker.env").write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items()))
+    running = RunningLoad(plan, out_dir, board)
+    if board is not None:
+        board.publish(plan, out_dir)
+    return running
 
 
 def worker_argv(plan: LoadPlan, *, master_host: str) -> list[str]:
     """How a worker on another machine joins a run of ``plan``, with ``worker.env`` in its
     environment; ``--processes N`` added to it forks N workers there."""
     _, port = master_address(plan.master_bind or "")
+    return locust_worker_argv(str(plan.locustfile), master_host=master_host, master_port=port)
+
+
+def locust_worker_argv(locustfile: str, *, master_host: str, master_port: int) -> list[str]:
     return [
-        "locust", "-f", str(plan.locustfile), "--worker", "--master-host", master_host,
-        "--master-port", str(port), "--loglevel", "WARNING",
+        "locust", "-f", locustfile, "--worker", "--master-host", master_host,
+        "--master-port", str(master_port), "--loglevel", "WARNING",
     ]  # fmt: skip
 
 
-def _write_worker_env(plan: LoadPlan, out_dir: Path) -> None:
+def worker_env(plan: LoadPlan, out_dir: Path) -> dict[str, str]:
     """What a worker must share with the master (the master refuses one whose ``LAB_LOAD_*`` differ).
     The record folder stays the master's: workers send their records to it."""
     planned = {k: v for k, v in os.environ.items() if k.startswith(PLAN_PREFIX)}
-    env = {k: v for k, v in {**planned, **_env(plan, out_dir)}.items() if k != "LAB_BENCH_RECORD_DIR"}
-    (out_dir / "worker.env").write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(env.items())))
+    env = {**planned, **_env(plan, out_dir)}
+    return {k: v for k, v in sorted(env.items()) if k != "LAB_BENCH_RECORD_DIR"}
 
 
 @dataclass(frozen=True)
@@ -294,7 +326,7 @@ def _env(plan: LoadPlan, out_dir: Path) -> dict[str, str]:
 def _documents(out_dir: Path) -> list[dict[str, Any]]:
     documents = [json.loads(path.read_text()) for path in sorted(out_dir.glob("recording-*.json"))]
     if not documents:
-        raise RuntimeError(f"the load generator wrote no recording:\n{_tail(out_dir / 'locust.log')}")
+        raise LoadGeneratorError(f"the load generator wrote no recording:\n{_tail(out_dir / 'locust.log')}")
     return documents
 
 
@@ -314,8 +346,8 @@ def read_failure_reasons(out_dir: Path) -> Counter[str]:
 def _read_back(out_dir: Path, *, processes: int) -> LoadResult:
     documents = _documents(out_dir)
     if len(documents) != processes:  # a part of the load would be missing from every number
-        log = _tail(out_dir / "locust.log")
-        raise RuntimeError(f"{len(documents)} of {processes} load processes handed in a recording:\n{log}")
+        handed_in = f"{len(documents)} of {processes} load processes handed in a recording"
+        raise LoadGeneratorError(f"{handed_in}:\n{_tail(out_dir / 'locust.log')}")
     return LoadResult(
         recording=merged(Recording.from_json(d["recording"]) for d in documents),
         started_monotonic=min(d["started_monotonic"] for d in documents),

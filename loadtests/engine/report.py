@@ -5,7 +5,8 @@ The runner hands :func:`write_report` ONE report document, a JSON-able dict::
 
     title, question, command, when, design, scenario, machine {cores, cpu, python, commit, packages},
     settings, slo {p99_ms, max_errors}, mode ("rate" | "sweep" | "closed"),
-    load {rate, duration_s, warmup_s, deadline_s, processes, users, steps (a sweep's)},
+    load {rate, duration_s, warmup_s, deadline_s, processes, master_bind (workers from elsewhere),
+          users, steps (a sweep's)},
     targets (round 0's order), rounds [{index, order, runs {target: RUN}}],
     comparisons [Comparison.to_json()], capacity {target: {knee_rps, broke_at_rps, curve}} (a sweep),
     flags [str]
@@ -482,11 +483,16 @@ def pinning_sentence(report: Doc) -> str:
     return "Not pinned: the load generator shares every core with the services (--pin puts it apart)."
 
 
+def _joined_from(load: Doc) -> str:
+    bind = load.get("master_bind")  # reports written before workers could join from elsewhere have none
+    return f" joined from other machines at {bind}" if bind else ""
+
+
 def load_sentence(report: Doc) -> str:
     load, rounds = report["load"], len(report["rounds"])
     trimmed = f"first {load['warmup_s']:g} s of each window trimmed"
     common = f"{trimmed}, a {load['deadline_s']:g} s deadline per request, {load['processes']} generator "
-    common += f"process(es), {rounds} interleaved round(s)"
+    common += f"process(es){_joined_from(load)}, {rounds} interleaved round(s)"
     if report["mode"] == "sweep":
         steps = " → ".join(f"{step:g}" for step in load["steps"])
         return f"Open loop, stepped sweep {steps} req/s, {load['step_s']:g} s per step; {common}."

@@ -206,6 +206,30 @@ def _follow(path: Path) -> None:
             return
 
 
+def _host_port(value: str | None) -> str | None:
+    """A usage error (exit 2) for an address that is no ``host:port`` with a port to spare above it
+    (the plan board's), before anything starts."""
+    from loadtests.engine.remote import board_address
+
+    if value is not None:
+        try:
+            board_address(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+def _check_listenable(master_bind: str) -> None:
+    """An address this machine cannot listen on is a usage error too, found before the lab starts
+    (not in the option's callback: parsing a documented command must not bind ports)."""
+    from loadtests.engine.remote import check_listenable
+
+    try:
+        check_listenable(master_bind)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--master-bind'") from None
+
+
 @app.command()
 def bench(
     design: Annotated[str, typer.Argument(help="ratelimit, shortener or orders")],
@@ -230,7 +254,18 @@ def bench(
     deadline: Annotated[float | None, typer.Option(min=0.01, help="client deadline per request, s")] = None,
     rounds: Annotated[int, typer.Option(min=1, help="interleaved rounds (5 or more bear a verdict)")] = 5,
     users: Annotated[int, typer.Option(min=0, help="closed-loop users (0: the design's own)")] = 0,
-    processes: Annotated[int, typer.Option(min=1, help="Locust processes")] = 1,
+    processes: Annotated[
+        int, typer.Option(min=1, help="Locust worker processes (with --master-bind: workers elsewhere)")
+    ] = 1,
+    master_bind: Annotated[
+        str | None,
+        typer.Option(
+            "--master-bind",
+            callback=_host_port,
+            help="HOST:PORT: every run waits for --processes workers from other machines "
+            "(lab load-worker --master ADDRESS:PORT), which find each run on PORT+1",
+        ),
+    ] = None,
     aa: Annotated[bool, typer.Option(help="run one variant twice, for the A/A noise")] = True,
     slo_p99_ms: Annotated[
         float | None, typer.Option(min=0.001, help="SLO: p99 of good answers, ms (default: the scenario's)")
@@ -253,6 +288,8 @@ def bench(
     if design == FAULT_MATRIX:
         _bench_fault_matrix(cells, out)
         return
+    if master_bind is not None:
+        _check_listenable(master_bind)
     from loadtests.bench import (
         BenchError,
         BenchOptions,
@@ -263,6 +300,7 @@ def bench(
         resolve,
         run_bench,
     )
+    from loadtests.engine.generator import LoadGeneratorError
     from services.lab.benchlab import running_lab
 
     try:
@@ -283,6 +321,7 @@ def bench(
             rounds=rounds,
             users=users,
             processes=processes,
+            master_bind=master_bind,
             aa=aa,
             slo_p99_ms=slo_p99_ms,
             slo_errors=slo_errors,
@@ -301,12 +340,40 @@ def bench(
         apply_lab_env(design, scenario)
         with running_lab(supervisor, say=_say) as lab:
             paths = run_bench(options, lab=lab, say=_say)
-    except (BenchError, LabError, InfraError, ValueError) as exc:
+    except (BenchError, LabError, InfraError, LoadGeneratorError, ValueError) as exc:
         _fail(str(exc))
     console.print(f"[green]report[/] {paths['html']}  ({paths['md']}, {paths['json']})")
 
 
 FAULT_MATRIX = "faults"
+
+
+@app.command("load-worker")
+def load_worker(
+    master: Annotated[
+        str,
+        typer.Option(
+            callback=_host_port, help="HOST:PORT of the bench's --master-bind, as this machine reaches it"
+        ),
+    ],
+    processes: Annotated[int, typer.Option(min=1, help="Locust worker processes on this machine")] = 1,
+    keep_following: Annotated[
+        bool,
+        typer.Option(
+            "--keep-following", help="after a bench ends, wait for the next one (a Deployment's workers)"
+        ),
+    ] = False,
+) -> None:
+    """Be a load generator for a `lab bench --master-bind` on another machine: join each of its runs
+    with that run's plan, until the bench ends (or Ctrl-C / SIGTERM)."""
+    import signal
+
+    from loadtests.engine.remote import Follower
+
+    follower = Follower(master, processes=processes, keep_following=keep_following, say=_say)
+    signal.signal(signal.SIGTERM, follower.stop)
+    signal.signal(signal.SIGINT, follower.stop)
+    follower.follow()
 
 
 def _bench_fault_matrix(cells: str, out: Path | None) -> None:

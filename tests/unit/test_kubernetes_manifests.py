@@ -2,7 +2,8 @@
 validates against the Kubernetes API schemas (``kubernetes-validate``), and nothing in it can drift
 from the lab: the ConfigMap holds every setting the services read, the Deployments run each service
 and worker of ``services/lab/registry.py`` as ``lab up`` runs it, on its port, probed on the health
-route, and the overlays' numbers agree with each other (workers, partitions, cluster nodes).
+route, the Locust workers follow a bench as the command line reads their command, and the overlays'
+numbers agree with each other (partitions, cluster nodes).
 
 There is no cluster here: what the manifests do once applied is stated in docs/kubernetes.md, not
 tested. ``.ci/run`` installs kubectl where it can; without one the render tests skip and say why.
@@ -22,13 +23,17 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import typer.main
 import yaml
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
+from loadtests.engine.generator import master_address
+from loadtests.engine.remote import board_address
 from services.core.health import router as health_router
 from services.core.settings import CoreSettings
 from services.lab import registry
+from services.lab.cli import app as cli_app
 from services.lab.infra import containers
 from services.lab.infra.compose import REQUIRED_SECRETS, read_env_file
 from services.lab.serve import import_target
@@ -307,11 +312,11 @@ def test_every_lab_process_reads_the_settings_configmap_and_the_secret(target: s
     names = {d["metadata"]["name"] for d in lab_processes}
     assert names >= {s.name for s in registry.SERVICES} | {w.name for w in registry.WORKERS}
     for workload in lab_processes:
-        sources = containers_of(workload)[0]["envFrom"]
-        if workload["metadata"]["name"].startswith("locust-"):
-            assert sources == [{"configMapRef": {"name": "load-plan"}}]
+        container = containers_of(workload)[0]
+        if workload["metadata"]["name"] == "locust-worker":  # each run's plan comes from the bench
+            assert "envFrom" not in container
         else:
-            assert sources == generator().lab_env()["envFrom"], workload["metadata"]["name"]
+            assert container["envFrom"] == generator().lab_env()["envFrom"], workload["metadata"]["name"]
 
 
 # -- infrastructure ------------------------------------------------------------------------------
@@ -367,36 +372,33 @@ def test_the_valkey_cluster_job_creates_the_nodes_the_statefulset_runs(target: s
 # -- distributed load -----------------------------------------------------------------------------
 
 
-def option(command: list[str], name: str) -> str:
-    return command[command.index(name) + 1]
+def named_ports(target: str, service: str) -> dict[str, int]:
+    return {p["name"]: p["port"] for p in one(target, "Service", service)["spec"]["ports"]}
 
 
-def test_the_load_overlay_splits_one_open_loop_over_every_worker() -> None:
-    plan = one("load", "ConfigMap", "load-plan")["data"]
-    workers = one("load", "Deployment", "locust-worker")["spec"]["replicas"]
-    (master,) = containers_of(one("load", "Deployment", "locust-master"))
-    command = master["command"]
-    assert int(plan["LAB_LOAD_PROCESSES"]) == workers == int(option(command, "--expect-workers"))
-    assert int(option(command, "--users")) == workers  # one open-loop user per worker
-    assert "--autostart" in command
-    schedule = json.loads(plan["LAB_LOAD_SCHEDULE"])
-    duration_s = sum(phase["duration_s"] for phase in schedule["phases"])
-    run_s = int(option(command, "--run-time").removesuffix("s"))
-    assert duration_s + float(plan["LAB_LOAD_DEADLINE_S"]) < run_s <= duration_s + 10
-    user_class = command[-1]
-    assert f"class {user_class}(OpenLoopUser" in (ROOT / plan["LOCUST_LOCUSTFILE"]).read_text()
+def test_the_bench_pod_serves_what_it_measures_where_the_workers_reach_it() -> None:
+    master = one("base", "Deployment", "locust-master")
+    (bench,) = containers_of(master)
+    env = {item["name"]: item for item in bench["env"]}
+    assert env["LAB_INFRA"]["value"] == "external"  # the cluster's PostgreSQL, Valkey and Kafka
+    assert env["LAB_HOST"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    ports = {p["name"]: p["containerPort"] for p in bench["ports"]}
+    assert ports == named_ports("base", "locust-master")
+    assert board_address(f"0.0.0.0:{ports['workers']}")[1] == ports["plans"]
+    writable = {mount["mountPath"] for mount in bench["volumeMounts"]}
+    assert bench["workingDir"] in writable  # results/ and the lab's state are written there
+    documented = re.findall(r"--master-bind 0\.0\.0\.0:(\d+)", (ROOT / "docs/kubernetes.md").read_text())
+    assert documented, "docs/kubernetes.md shows no bench in the master pod"
+    assert {int(port) for port in documented} == {ports["workers"]}
 
 
 @pytest.mark.parametrize("target", OVERLAYS)
-def test_locust_workers_join_the_master_service(target: str) -> None:
+def test_locust_workers_follow_the_bench_through_the_master_service(target: str) -> None:
     (worker,) = containers_of(one(target, "Deployment", "locust-worker"))
-    assert worker["command"][:2] == ["locust", "--worker"]
-    host, port = option(worker["command"], "--master-host"), int(option(worker["command"], "--master-port"))
-    assert port in {p["port"] for p in one(target, "Service", host)["spec"]["ports"]}
-    plan = one(target, "ConfigMap", "load-plan")["data"]
-    assert (ROOT / plan["LOCUST_LOCUSTFILE"]).is_file()
-    target_service = re.fullmatch(r"http://([a-z-]+):(\d+)", plan["LOCUST_HOST"])
-    assert target_service is not None
-    assert int(target_service[2]) in {
-        p["port"] for p in one(target, "Service", target_service[1])["spec"]["ports"]
-    }
+    command = worker["command"]
+    assert command[:2] == ["lab", "load-worker"]
+    load_worker = typer.main.get_command(cli_app).get_command(None, "load-worker")  # type: ignore[attr-defined, arg-type]
+    params = load_worker.make_context("load-worker", command[2:]).params  # parses as the CLI reads it
+    assert params["keep_following"]  # a pod that exited after a bench would miss the next one's runs
+    host, port = master_address(params["master"])
+    assert named_ports(target, host) == {"workers": port, "plans": board_address(params["master"])[1]}
