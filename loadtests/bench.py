@@ -339,7 +339,9 @@ RunOne = Callable[[str, "Rendezvous"], dict[str, Any]]
 
 
 class Rendezvous:
-    """Where targets run together wait until every one of them is ready to start its load."""
+    """Where targets run together wait for each other: until every one is ready to start its load,
+    and until every load has ended before any audit (a fault pressed during the run is recovered
+    by then)."""
 
     def __init__(self, parties: int) -> None:
         self._barrier = threading.Barrier(parties, timeout=TOGETHER_TIMEOUT_S)
@@ -403,9 +405,14 @@ def _run_target(
     (run_dir / "run.json").write_text(
         f'{{"run_id": "{run_id}", "variant": "{target.variant}", "users": {load_plan.users}}}'
     )
-    result, cpu, applied, pinning = _measure(
-        plan, options, context.lab, load_plan, run_dir, label, observer=observer, board=board
-    )
+    try:
+        result, cpu, applied, pinning = _measure(
+            plan, options, context.lab, load_plan, run_dir, label, observer=observer, board=board
+        )
+    except BaseException:
+        ready.abandon()
+        raise
+    ready.arrive()  # targets run together are audited once every load ended and the lab recovered
     summaries = windows(result.recording, slo=plan.slo)
     audit = (plan.scenario.audit if target.audited else not_audited)(context, target, run_dir)
     tally = merged_tally(result.recording)
@@ -500,6 +507,9 @@ def _measure(
         start_s, end_s = cpu_span(result, load_plan)
         meter.mark("window-start", at=result.started_monotonic + start_s)
         meter.mark("window-end", at=result.started_monotonic + end_s)
+    except BaseException:
+        load.stop()  # a load whose run went wrong is never left running
+        raise
     finally:
         meter.stop()
         if options.pin:

@@ -447,6 +447,8 @@ def _wait_for(in_flight: Group, run: RunClock) -> None:
 
 
 def _give_up_on(in_flight: Group, run: RunClock) -> None:
-    for greenlet in list(in_flight):
+    # A greenlet that just finished stays in the group until the hub runs its discard callback:
+    # it recorded its own outcome, and is not counted twice.
+    for greenlet in [g for g in in_flight if not g.dead]:
         run.recording.ended("unfinished", intended_s=greenlet.lab_intended_s, at_s=run.now_s())
     in_flight.kill(block=False)

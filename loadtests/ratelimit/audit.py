@@ -55,22 +55,24 @@ POLICY = re.compile(r";q=(?P<limit>\d+);w=(?P<window>\d+)")
 
 
 def quota_of(run_dir: Path) -> Quota:
-    """The quota the service announced for the hot keys (their ``RateLimit-Policy``), so the audit
-    holds it to its own limit; the bench's settings only for a service that announced none, or
-    several (restarted with another setting mid-run), which the explanation says."""
+    """The quota a run is held to: the configured one, or a stricter one the service announced for
+    the hot keys (its ``RateLimit-Policy``: a lab started with a lower limit than this process
+    reads); never a looser one, so no variant passes by announcing a larger quota."""
+    from services.ratelimit.settings import RateLimitSettings
+
+    settings = RateLimitSettings()
+    configured = (settings.ratelimit_limit, float(settings.ratelimit_window_s))
     announced: set[tuple[int, float]] = set()
     for path in run_dir.glob("announced-*.json"):
         for field in json.loads(path.read_text()).values():
             if match := POLICY.search(field):
                 announced.add((int(match["limit"]), float(match["window"])))
-    if len(announced) == 1:
-        limit, window_s = announced.pop()
-        return Quota(limit, window_s, "as the service announced it")
-    from services.ratelimit.settings import RateLimitSettings
-
-    settings = RateLimitSettings()
-    reason = "none announced" if not announced else f"{len(announced)} different ones announced"
-    return Quota(settings.ratelimit_limit, settings.ratelimit_window_s, f"from the settings ({reason})")
+    limit = min(limit for limit, _ in {configured, *announced})
+    window_s = max(window for _, window in {configured, *announced})
+    if (limit, window_s) == configured:
+        return Quota(limit, window_s, "as configured" + (", and as announced" if announced else ""))
+    told = ", ".join(f"{q} per {w:g} s" for q, w in sorted(announced))
+    return Quota(limit, window_s, f"the stricter of the configured quota and the announced {told}")
 
 
 def audit_ratelimit(context: BenchContext, target: Target, run_dir: Path) -> AuditResult:

@@ -531,7 +531,8 @@ def console_command(
                     f"{settings.state_dir / 'admin-token'}): open the page with ?token=<it>"
                 )
             try:
-                uvicorn.run(page, host=listen, port=port, log_level="warning")
+                # Open event streams last as long as a run: they are not waited for on Ctrl-C.
+                uvicorn.run(page, host=listen, port=port, log_level="warning", timeout_graceful_shutdown=3)
             finally:
                 runs.close()
     except (LabError, InfraError) as exc:
@@ -689,8 +690,12 @@ def _exit_on_terminate(signum: int, _: object) -> NoReturn:
     raise SystemExit(128 + signum)
 
 
-def main() -> None:
+def install_signal_handlers() -> None:
     signal.signal(signal.SIGTERM, _exit_on_terminate)
+
+
+def main() -> None:
+    install_signal_handlers()
     app()
 
 

@@ -203,7 +203,7 @@ async def audit_sale(settings: OrdersSettings, *, variant: str, sku: str) -> Sal
     )
 
 
-SO_FAR = ("oversold_units", "customers_with_multiple_orders", "customers_charged_more_than_once")
+SO_FAR_TIMEOUT_S = 5.0
 
 
 async def sale_so_far(settings: OrdersSettings, *, variant: str, sku: str) -> dict[str, int]:
@@ -211,7 +211,10 @@ async def sale_so_far(settings: OrdersSettings, *, variant: str, sku: str) -> di
     beyond the stock, customers with more than one order, customers charged more than once. Read
     only, one connection, no broker (lost events are known only once the sale has settled)."""
     queries = _orders_queries(schema_for(variant))
-    conn = await asyncpg.connect(settings.postgres_url)
+    # Bounded: a paused PostgreSQL delays the live counts, never the run that watches them.
+    conn = await asyncpg.connect(
+        settings.postgres_url, timeout=SO_FAR_TIMEOUT_S, command_timeout=SO_FAR_TIMEOUT_S
+    )
     try:
         stock = int(await conn.fetchval(queries["stock"], sku) or 0)
         sold = await conn.fetchrow(queries["sold"], sku)

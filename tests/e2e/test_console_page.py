@@ -72,7 +72,8 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _stop(served: subprocess.Popen[bytes], env: dict[str, str]) -> None:
-    """Ctrl-C, as a user stops it; a console that does not go is killed and its lab taken down."""
+    """Ctrl-C, as a user stops it, with a page's event stream still open elsewhere; a console that
+    does not go is killed and its lab taken down, and that is a failure."""
     served.send_signal(signal.SIGINT)
     try:
         served.wait(timeout=STOP_S)
@@ -80,6 +81,7 @@ def _stop(served: subprocess.Popen[bytes], env: dict[str, str]) -> None:
         served.kill()
         served.wait()
         _lab("down", env=env)
+        raise AssertionError(f"lab console did not stop within {STOP_S} s of Ctrl-C") from None
 
 
 def _counter(target: str, invariant: str = "oversold_units") -> str:

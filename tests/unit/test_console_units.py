@@ -34,17 +34,20 @@ DESIGN_COMPONENTS = [
 
 
 class RecordingLab:
-    """What the console asked of the lab, in order."""
+    """What the console asked of the lab, in order; ``refuses``: a setting under which a restart fails."""
 
-    def __init__(self) -> None:
+    def __init__(self, refuses: tuple[str, str] | None = None) -> None:
         self.restarted: list[list[str]] = []
         self.signals: list[tuple[str, str]] = []
+        self.refuses = refuses
 
     def components(self) -> list[str]:
         return list(DESIGN_COMPONENTS)
 
     def restart(self, components: Sequence[str]) -> None:
         self.restarted.append(list(components))
+        if self.refuses is not None and os.environ.get(self.refuses[0]) == self.refuses[1]:
+            raise RuntimeError("orders-gateway did not become healthy")
 
     def signal(self, component: str, action: str) -> None:
         self.signals.append((component, action))
@@ -77,13 +80,33 @@ def test_every_preset_names_a_bench_scenario_and_its_targets() -> None:
             assert preset.run_s > 0
 
 
+def _components_the_lab_runs() -> set[str]:
+    """The servers, services and workers of the registry, and what the scenarios serve beside them."""
+    from services.lab import registry
+
+    names = {
+        "postgres",
+        "redis",
+        "kafka",
+        *(s.name for s in registry.SERVICES),
+        *(w.name for w in registry.WORKERS),
+    }
+    for bench_design in DESIGNS.values():
+        for scenario in bench_design.scenarios.values():
+            for target in scenario.targets:
+                if target.app is not None:
+                    names |= {target.component, *(c.component for c in target.app.companions)}
+    return names
+
+
 def test_every_setting_and_fault_names_what_the_lab_runs() -> None:
+    known = _components_the_lab_runs()
     for design in console_designs().values():
         for setting in design.settings.values():
-            assert set(setting.restarts) <= set(DESIGN_COMPONENTS), setting.name
+            assert set(setting.restarts) <= known, setting.name
             assert design.value_of(setting, {}) != "", setting.name  # the design's own default
         for fault in design.faults:
-            assert fault.component in DESIGN_COMPONENTS
+            assert fault.component in known
 
 
 def test_the_page_description_is_json_with_the_settings_in_effect() -> None:
@@ -110,7 +133,12 @@ def test_the_page_description_is_json_with_the_settings_in_effect() -> None:
     ],
 )
 def test_a_setting_accepts_what_the_design_accepts(name: str, value: str, accepted: str) -> None:
-    assert setting_of(console_designs(), name).checked(value) == accepted
+    assert _checked(name, value) == accepted
+
+
+def _checked(name: str, value: str) -> str:
+    design, setting = setting_of(console_designs(), name)
+    return design.checked(setting, value)
 
 
 @pytest.mark.parametrize(
@@ -121,11 +149,14 @@ def test_a_setting_accepts_what_the_design_accepts(name: str, value: str, accept
         ("LAB_PAYMENT_GATEWAY_LATENCY_MS", "nan", "from 0 to 5000"),
         ("LAB_ORDERS_NAIVE_LOCKING", "table-lock", "one of none, row-lock"),
         ("LAB_ADMIN_TOKEN", "x", "does not tune"),
+        # In the console's bounds, but the design reads an integer: refused before any restart.
+        ("LAB_RATELIMIT_WINDOW_S", "1.5", "cannot be '1.5'"),
+        ("LAB_SHORTENER_HOT_CACHE_TTL_MS", "0.5", "cannot be '0.5'"),
     ],
 )
 def test_a_setting_refuses_what_the_design_would_not_start_with(name: str, value: str, says: str) -> None:
     with pytest.raises(CatalogueError, match=says):
-        setting_of(console_designs(), name).checked(value)
+        _checked(name, value)
 
 
 def test_targets_and_faults_outside_the_catalogue_are_refused() -> None:
@@ -238,7 +269,9 @@ def test_unknown_pages_runs_and_report_files_are_404(runs: ConsoleRuns, tmp_path
     _problem(client.get("/api/runs/..%2F..%2Fetc"), 404)
     (tmp_path / "secret.txt").write_text("no")
     _problem(client.get("/reports/20260101-000000-orders-flash-sale/report.html"), 404)
-    _problem(client.get("/reports/..%2F/secret.txt"), 404)
+    (tmp_path.parent / "report.json").write_text("{}")  # a file the path below would reach
+    _problem(client.get("/reports/..%2F..%2F/report.json"), 404)
+    _problem(client.get("/reports/..%2F/report.json"), 404)
     assert client.get("/api/runs").json() == {"runs": []}
 
 
@@ -273,8 +306,55 @@ def test_sigterm_unwinds_the_lab_command_like_ctrl_c() -> None:
     brought up) instead of leaving them running: the signal becomes a SystemExit."""
     import signal
 
-    from services.lab.cli import _exit_on_terminate
+    from services.lab.cli import _exit_on_terminate, install_signal_handlers
 
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        install_signal_handlers()  # what main() does first
+        assert signal.getsignal(signal.SIGTERM) is _exit_on_terminate
+    finally:
+        signal.signal(signal.SIGTERM, before)
     with pytest.raises(SystemExit) as exited:
         _exit_on_terminate(signal.SIGTERM, None)
     assert exited.value.code == 128 + signal.SIGTERM
+
+
+def test_a_setting_the_service_does_not_start_with_is_put_back_and_said(
+    tmp_path: Path, clean_environ: None
+) -> None:
+    lab = RecordingLab(refuses=("LAB_PAYMENT_GATEWAY_LATENCY_MS", "4000"))
+    runs = ConsoleRuns(lab, root=tmp_path, designs=console_designs())  # type: ignore[arg-type]
+    os.environ["LAB_PAYMENT_GATEWAY_LATENCY_MS"] = "50"
+    detail = _problem(
+        _client(runs).post("/api/settings", json={"name": "LAB_PAYMENT_GATEWAY_LATENCY_MS", "value": "4000"}),
+        503,
+    )
+    assert "did not start" in detail
+    assert os.environ["LAB_PAYMENT_GATEWAY_LATENCY_MS"] == "50"  # the old value, and the service on it
+    assert lab.restarted == [["orders-gateway"], ["orders-gateway"]]
+
+
+def test_changes_from_another_sites_page_are_refused(runs: ConsoleRuns) -> None:
+    client = _client(runs)
+    body = {"name": "LAB_INVENTORY_DELAY_MS", "value": "30"}
+    detail = _problem(
+        client.post("/api/settings", json=body, headers={"Origin": "https://elsewhere.example"}), 403
+    )
+    assert "elsewhere.example" in detail
+    same = client.post("/api/settings", json=body, headers={"Origin": "http://testserver"})
+    assert same.status_code == 200, same.text
+
+
+def test_an_unreadable_run_file_is_skipped_and_two_runs_in_one_second_get_two_folders(
+    runs: ConsoleRuns, tmp_path: Path
+) -> None:
+    broken = tmp_path / "20261202-061500-orders-flash-sale"
+    broken.mkdir()
+    (broken / "console-run.json").write_text('{"id": "20261202-06')  # a console killed mid-write
+    assert runs.past() == []
+    preset = console_designs()["orders"].presets["flash-sale"]
+    first, second = runs._new_folder(preset), runs._new_folder(preset)
+    assert first[0] != second[0]
+    assert first[1].is_dir()
+    assert second[1].is_dir()
+    assert runs.folder_of(second[0]) == second[1]

@@ -65,26 +65,34 @@ def _announced(run_dir: Path, process: str, **policies: str) -> None:
     (run_dir / f"announced-{process}.json").write_text(json.dumps(policies))
 
 
-def test_the_rate_limit_audit_holds_the_service_to_the_quota_it_announced(tmp_path: Path) -> None:
-    _announced(tmp_path, "1", **{"hot-0": '"default";q=7;w=10', "hot-1": '"default";q=7;w=10'})
-    _announced(tmp_path, "2", **{"hot-0": '"default";q=7;w=10'})
+def test_the_rate_limit_audit_holds_a_service_to_the_stricter_quota_it_announced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LAB_RATELIMIT_LIMIT", "100")
+    _announced(tmp_path, "1", **{"hot-0": '"default";q=7;w=60', "hot-1": '"default";q=7;w=60'})
+    _announced(tmp_path, "2", **{"hot-0": '"default";q=7;w=60'})
     quota = quota_of(tmp_path)
-    assert (quota.limit, quota.window_s) == (7, 10.0)
-    assert quota.source == "as the service announced it"
+    assert (quota.limit, quota.window_s) == (7, 60.0)  # a lab started with a lower limit
+    assert "announced 7 per 60 s" in quota.source
 
 
 @pytest.mark.parametrize(
-    ("policies", "reason"),
-    [({}, "none announced"), ({"hot-0": '"a";q=7;w=10', "hot-1": '"a";q=9;w=10'}, "2 different ones")],
+    ("policies", "source"),
+    [
+        ({}, "as configured"),
+        ({"hot-0": '"default";q=42;w=60'}, "as configured, and as announced"),
+        # A variant that announces a larger quota is still held to the configured one.
+        ({"hot-0": '"default";q=100000;w=1'}, "as configured, and as announced"),
+    ],
 )
-def test_without_one_announced_quota_the_audit_says_it_used_the_settings(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policies: dict[str, str], reason: str
+def test_no_variant_passes_by_announcing_a_larger_quota(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policies: dict[str, str], source: str
 ) -> None:
     monkeypatch.setenv("LAB_RATELIMIT_LIMIT", "42")
     _announced(tmp_path, "1", **policies)
     quota = quota_of(tmp_path)
-    assert quota.limit == 42
-    assert reason in quota.source
+    assert (quota.limit, quota.window_s) == (42, 60.0)
+    assert quota.source.startswith(source)
 
 
 class ServingLab:

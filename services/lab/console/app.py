@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from services.core.problems import Problem, install_problem_handlers
 from services.lab.console.presets import CatalogueError, describe, design_of
-from services.lab.console.runs import POLL_S, ConsoleBusy, ConsoleRuns, LiveRun, NoRunGoing
+from services.lab.console.runs import POLL_S, ConsoleBusy, ConsoleRuns, LiveRun, NoRunGoing, RestartFailed
 
 STATIC = Path(str(files("services.lab.console") / "static"))
 HEARTBEAT_S = 15.0  # a comment line that keeps proxies from closing a quiet stream
@@ -58,7 +58,21 @@ def create_console_app(runs: ConsoleRuns, *, admin_token: str, require_token: bo
     install_problem_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
 
-    def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
+    def authorized(
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+        origin: Annotated[str | None, Header()] = None,
+    ) -> None:
+        # A page of another site may post to this one (a form, a no-cors fetch): a browser says
+        # whose page it is, and only the console's own pages change anything. Clients that are not
+        # browsers send no Origin.
+        if origin is not None and origin.split("://", 1)[-1] != request.headers.get("host"):
+            raise Problem(
+                status=403,
+                kind="cross-origin",
+                title="Forbidden",
+                detail=f"changes come from the console's own page, not from {origin}",
+            )
         if not require_token:
             return
         offered = (authorization or "").removeprefix("Bearer ").strip()
@@ -145,6 +159,8 @@ def create_console_app(runs: ConsoleRuns, *, admin_token: str, require_token: bo
             raise _refused(422, "unknown-choice", "Unprocessable Content", exc) from exc
         except ConsoleBusy as exc:
             raise _refused(409, "run-going", "A run is going", exc) from exc
+        except RestartFailed as exc:
+            raise _refused(503, "restart-failed", "Service Unavailable", exc) from exc
 
     @app.get("/reports/{run_id}/{name}", include_in_schema=False)
     def report_file(run_id: str, name: str) -> FileResponse:

@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import import_module
-from typing import Any, get_args
+from typing import Annotated, Any, get_args
+
+from pydantic import TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
 from loadtests.designs import DESIGNS
 from loadtests.engine.scenario import Scenario
@@ -104,10 +107,28 @@ class ConsoleDesign:
         """The setting as the design's services start with it now: the environment's, or the default."""
         if setting.name in environ:
             return environ[setting.name]
-        module, _, name = self.settings_class.partition(":")
-        field_name = setting.name.removeprefix("LAB_").lower()
-        default = getattr(import_module(module), name).model_fields[field_name].default
+        default = self._field(setting).default
         return f"{default:g}" if isinstance(default, float) else str(default)
+
+    def checked(self, setting: Setting, value: str) -> str:
+        """``value`` within the console's bounds and as the design's own settings accept it (an
+        integer where the design reads one): a service is never restarted with what it refuses."""
+        checked = setting.checked(value)
+        field = self._field(setting)
+        # The field's type with its constraints (ge, le…), built at run time: mypy sees no type here.
+        constrained = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+        adapter: TypeAdapter[Any] = TypeAdapter(constrained)  # type: ignore[arg-type]
+        try:
+            adapter.validate_python(checked)
+        except ValidationError as exc:
+            reason = exc.errors()[0]["msg"]
+            raise CatalogueError(f"{setting.name} cannot be {checked!r}: {reason}") from None
+        return checked
+
+    def _field(self, setting: Setting) -> FieldInfo:
+        module, _, name = self.settings_class.partition(":")
+        fields: dict[str, FieldInfo] = getattr(import_module(module), name).model_fields
+        return fields[setting.name.removeprefix("LAB_").lower()]
 
 
 def _literal(module: str, name: str) -> tuple[str, ...]:
@@ -159,7 +180,8 @@ def _orders() -> ConsoleDesign:
             Setting(
                 "LAB_INVENTORY_DELAY_MS",
                 "inventory service delay, ms",
-                ("orders-inventory",),
+                # the row-locked naive target's own inventory service too, when a run served it
+                ("orders-inventory", "orders-inventory-row-lock"),
                 minimum=0,
                 maximum=2000,
             ),
@@ -337,10 +359,11 @@ def checked_targets(preset: Preset, targets: list[str]) -> tuple[str, ...]:
 MAX_TARGETS = 3
 
 
-def setting_of(designs: Mapping[str, ConsoleDesign], name: str) -> Setting:
+def setting_of(designs: Mapping[str, ConsoleDesign], name: str) -> tuple[ConsoleDesign, Setting]:
+    """The setting called ``name``, and the design whose settings hold it."""
     for design in designs.values():
         if name in design.settings:
-            return design.settings[name]
+            return design, design.settings[name]
     known = sorted(n for d in designs.values() for n in d.settings)
     raise CatalogueError(f"the console does not tune {name!r}; it tunes {', '.join(known)}")
 

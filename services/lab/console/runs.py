@@ -55,6 +55,10 @@ class ConsoleBusy(RuntimeError):
     """A run is going; the console runs one at a time (its targets share the machine)."""
 
 
+class RestartFailed(RuntimeError):
+    """A component did not come back with a new setting; the old one is back in force."""
+
+
 class NoRunGoing(RuntimeError):
     """A fault pressed with no run to record it in."""
 
@@ -104,6 +108,9 @@ class LiveRun(RunObserver):
     _ended: threading.Event = field(default_factory=threading.Event)
     _watchers: list[threading.Thread] = field(default_factory=list)
     _count_ms: list[float] = field(default_factory=list)  # how long each live count took, for the docs
+    _faulting: threading.Lock = field(default_factory=threading.Lock)  # presses against the loads' end
+    _recovered: bool = False
+    _stopped_at_s: float | None = None
 
     # -- what the page reads ------------------------------------------------------------------
 
@@ -149,6 +156,8 @@ class LiveRun(RunObserver):
             self._set_state("failed")
         finally:
             self._loads_done.set()
+            with self._faulting:
+                self._recover()  # a run that failed half-way leaves no fault applied either
             for watcher in self._watchers:  # their last samples come before the end
                 watcher.join(timeout=WATCHERS_JOIN_S)
             self._emit("end", {})
@@ -191,7 +200,11 @@ class LiveRun(RunObserver):
             self._events.append(Event(len(self._events), kind, data))
 
     def _save(self) -> None:
-        (self.folder / RUN_FILE).write_text(json.dumps(self.summary(), indent=2))
+        path = self.folder / RUN_FILE
+        with self._lock:  # several threads save; a reader never sees half a file
+            staging = path.with_name(f".{RUN_FILE}.tmp")
+            staging.write_text(json.dumps(self.summary(), indent=2))
+            staging.replace(path)
 
     # -- what the bench tells it (RunObserver) ----------------------------------------------------
 
@@ -212,16 +225,25 @@ class LiveRun(RunObserver):
                 watcher.start()
 
     def load_finished(self, label: str) -> None:
-        with self._lock:
-            self._running[label].finished = True
-            every_one = len(self._running) == len(self.targets) and all(
-                t.finished for t in self._running.values()
-            )
-        if every_one:
-            self._loads_done.set()
-            if self._presses:  # nothing the class paused or killed stays so for the audit
-                self.lab.recover()
-            self._set_state("auditing")
+        """Faults stop with the first load to end; once every load ended, what the class paused or
+        killed is recovered. Targets run together wait for each other before their audits (the
+        bench's rendezvous), so no audit reads a lab with a fault still applied."""
+        with self._faulting:
+            with self._lock:
+                self._running[label].finished = True
+                every_one = len(self._running) == len(self.targets) and all(
+                    t.finished for t in self._running.values()
+                )
+            if every_one:
+                self._loads_done.set()
+                self._recover()
+                self._set_state("auditing")
+
+    def _recover(self) -> None:
+        """Once: nothing the class paused or killed stays so after the loads."""
+        if self._presses and not self._recovered:
+            self._recovered = True
+            self.lab.recover()
 
     def faults(self, label: str, started_monotonic: float) -> list[dict[str, Any]]:
         return [
@@ -248,7 +270,16 @@ class LiveRun(RunObserver):
         changes). Each target's row is that second of its own load: the loads run the identical
         schedule and start together (within the time a generator takes to start), so second t of
         one is second t of the other."""
+        try:
+            self._sample_every_second()
+        except Exception as exc:  # the page hears it; the run, its audit and its report go on
+            logger.exception("console_samples_failed run=%s", self.run_id)
+            self._emit("state", {"state": self.state, "error": f"live samples stopped: {exc}"})
+
+    def _sample_every_second(self) -> None:
         for second in range(math.ceil(self.preset.run_s)):
+            if self._stopped_at_s is not None and second >= self._stopped_at_s:
+                return  # stopped: the rest of the schedule was never sent, and is not shown as load
             rows = self._final_rows(second)
             while rows is None and not self._loads_done.is_set():
                 time.sleep(POLL_S)
@@ -290,20 +321,22 @@ class LiveRun(RunObserver):
                 except Exception as exc:  # a paused database: the counts wait, the run goes on
                     logger.warning("live_count_failed target=%s error=%s", label, exc)
                 self._count_ms.append((time.perf_counter() - started) * 1000)
-            if counts:
-                self._emit("invariants", {"t": round(self._now_s(), 1), "targets": counts})
+            with self._faulting:  # a count read as the loads ended is not a live one
+                if counts and not self._loads_done.is_set():
+                    self._emit("invariants", {"t": round(self._now_s(), 1), "targets": counts})
 
     # -- what the class does during the run ----------------------------------------------------
 
     def press(self, component: str, action: str) -> dict[str, Any]:
-        if self._t0 is None or self._loads_done.is_set():
-            raise NoRunGoing("faults are pressed while the load runs; start a run first")
-        press = FaultPress(time.monotonic(), component, action)
-        try:
-            self.lab.signal(component, action)
-        except Exception as exc:  # shown on the timeline: the class sees the press did not land
-            press.error = f"{type(exc).__name__}: {exc}"
-        self._presses.append(press)
+        with self._faulting:  # never between a load's end and the recovery
+            if self._t0 is None or any(t.finished for t in self._running.values()):
+                raise NoRunGoing("faults are pressed while every load runs; start a run first")
+            press = FaultPress(time.monotonic(), component, action)
+            try:
+                self.lab.signal(component, action)
+            except Exception as exc:  # shown on the timeline: the class sees the press did not land
+                press.error = f"{type(exc).__name__}: {exc}"
+            self._presses.append(press)
         event = {"at_s": round(press.at_monotonic - self._t0, 3), "component": component, "action": action}
         self._emit("fault", {**event, "error": press.error})
         return {**event, "error": press.error}
@@ -315,6 +348,8 @@ class LiveRun(RunObserver):
     def stop(self) -> None:
         """End the loads now; the audit and the report follow as at the end of the run."""
         self.stopped_early = True
+        if self._t0 is not None:
+            self._stopped_at_s = math.ceil(self._now_s())
         for target in list(self._running.values()):
             target.load.end_early()
 
@@ -358,13 +393,24 @@ class ConsoleRuns:
                     "stop it or wait for its verdict"
                 )
             self._apply({**preset.bench_scenario().lab_env, **preset.settings, **self._tuned}, design)
-            run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{preset.design}-{preset.name}"
-            folder = self.root / run_id
-            folder.mkdir(parents=True, exist_ok=True)
+            run_id, folder = self._new_folder(preset)
             run = LiveRun(run_id, design, preset, chosen, self.lab, folder)
             self._current = run
         run.start()
         return run
+
+    def _new_folder(self, preset: Preset) -> tuple[str, Path]:
+        """A run's id and folder, new even for two runs started within one second."""
+        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{preset.design}-{preset.name}"
+        for attempt in range(1, 100):
+            run_id = stamp if attempt == 1 else f"{stamp}-{attempt}"
+            folder = self.root / run_id
+            try:
+                folder.mkdir(parents=True)
+            except FileExistsError:
+                continue
+            return run_id, folder
+        raise ConsoleBusy(f"too many runs named {stamp} this second")
 
     def _check_served(self, preset: Preset, targets: Sequence[str]) -> None:
         """A target the lab does not run (a learner's variant not started) is refused before anything
@@ -401,7 +447,10 @@ class ConsoleRuns:
             if current is not None and path.parent == current.folder:
                 summaries.append(current.summary())
                 continue
-            summaries.append(_stored(path))
+            try:
+                summaries.append(_stored(path))
+            except (ValueError, KeyError, OSError) as exc:  # a console killed mid-write: skip, say so
+                logger.warning("console_run_unreadable path=%s error=%s", path, exc)
         return summaries
 
     def press(self, component: str, action: str) -> dict[str, Any]:
@@ -412,8 +461,8 @@ class ConsoleRuns:
         return run.press(component, action)
 
     def tune(self, name: str, value: str) -> dict[str, Any]:
-        setting = setting_of(self.designs, name)
-        checked = setting.checked(value)
+        design, setting = setting_of(self.designs, name)
+        checked = design.checked(setting, value)
         with self._lock:
             if self._current is not None and not self._current.finished:
                 raise ConsoleBusy("settings change between runs: the services they need restart")
@@ -425,20 +474,24 @@ class ConsoleRuns:
         """Set what differs from what this console applied last, and restart what reads it: the
         lab's services take their settings from the environment they are started with."""
         changed = {name: value for name, value in wanted.items() if self._applied.get(name) != value}
-        restarts: list[str] = []
-        for name, value in changed.items():
-            os.environ[name] = value
-            self._applied[name] = value
-            restarts += self._restarts_for(name, design)
+        restarts = [c for name in changed for c in self._restarts_for(name, design)]
         known = set(self.lab.components())
         restarted = [c for c in dict.fromkeys(restarts) if c in known]
-        if restarted:
+        before = {name: os.environ.get(name) for name in changed}
+        os.environ.update(changed)
+        try:
+            if restarted:
+                self.lab.restart(restarted)
+        except Exception as exc:  # put the settings back, and the services with them
+            _restore(before)
             self.lab.restart(restarted)
+            raise RestartFailed(f"{', '.join(restarted)} did not start with {changed}: {exc}") from exc
+        self._applied.update(changed)
         return restarted
 
     def _restarts_for(self, name: str, design: ConsoleDesign | None) -> list[str]:
         try:
-            return list(setting_of(self.designs, name).restarts)
+            return list(setting_of(self.designs, name)[1].restarts)
         except CatalogueError:  # a scenario's own setting the page does not tune: its design's variants
             return [f"{design.name}-{variant}" for variant in ("naive", "hardened")] if design else []
 
@@ -452,6 +505,14 @@ class ConsoleRuns:
             return
         run.stop()
         run.wait(timeout_s=wait_s)
+
+
+def _restore(environ: Mapping[str, str | None]) -> None:
+    for name, value in environ.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _stored(path: Path) -> dict[str, Any]:
