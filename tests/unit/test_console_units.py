@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from loadtests.designs import DESIGNS
 from loadtests.engine.generator import read_live
 from services.lab.console.app import create_console_app
+from services.lab.console.errors import CatalogueError, NoRunGoing
 from services.lab.console.presets import (
-    CatalogueError,
     checked_targets,
     console_designs,
     describe,
@@ -182,7 +182,7 @@ def test_a_tuned_setting_is_set_and_restarts_what_reads_it(runs: ConsoleRuns) ->
 
 def test_a_fault_needs_a_run(runs: ConsoleRuns) -> None:
     lab: Any = runs.lab
-    with pytest.raises(RuntimeError, match="start one first"):
+    with pytest.raises(NoRunGoing, match="start one first"):
         runs.press("kafka", "pause")
     assert lab.signals == []
 

@@ -25,9 +25,10 @@ from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from services.core.problems import Problem, install_problem_handlers
-from services.lab.console.presets import CatalogueError, describe, design_of
-from services.lab.console.runs import POLL_S, ConsoleBusy, ConsoleRuns, LiveRun, NoRunGoing, RestartFailed
+from services.core.problems import Problem, install_error_mapping, install_problem_handlers
+from services.lab.console.errors import CONSOLE_ERRORS, CatalogueError
+from services.lab.console.presets import describe, design_of
+from services.lab.console.runs import POLL_S, ConsoleRuns, LiveRun
 
 STATIC = Path(str(files("services.lab.console") / "static"))
 HEARTBEAT_S = 15.0  # a comment line that keeps proxies from closing a quiet stream
@@ -49,13 +50,10 @@ class SettingChange(BaseModel):
     value: str = Field(max_length=64)
 
 
-def _refused(status: int, kind: str, title: str, exc: Exception) -> Problem:
-    return Problem(status=status, kind=kind, title=title, detail=str(exc))
-
-
 def create_console_app(runs: ConsoleRuns, *, admin_token: str, require_token: bool) -> FastAPI:
     app = FastAPI(title="System Design Lab console", docs_url=None, redoc_url=None)
     install_problem_handlers(app)
+    install_error_mapping(app, CONSOLE_ERRORS)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
 
     def authorized(
@@ -102,12 +100,7 @@ def create_console_app(runs: ConsoleRuns, *, admin_token: str, require_token: bo
 
     @app.post("/api/runs", status_code=202, dependencies=changes)
     def start_run(body: RunStart) -> dict[str, Any]:
-        try:
-            return runs.start(body.design, body.preset, body.targets).summary()
-        except CatalogueError as exc:
-            raise _refused(422, "unknown-choice", "Unprocessable Content", exc) from exc
-        except ConsoleBusy as exc:
-            raise _refused(409, "run-going", "A run is going", exc) from exc
+        return runs.start(body.design, body.preset, body.targets).summary()
 
     @app.get("/api/runs")
     def list_runs() -> dict[str, Any]:
@@ -144,23 +137,11 @@ def create_console_app(runs: ConsoleRuns, *, admin_token: str, require_token: bo
 
     @app.post("/api/faults", dependencies=changes)
     def press_fault(body: FaultPress) -> dict[str, Any]:
-        try:
-            return runs.press(body.component, body.action)
-        except CatalogueError as exc:
-            raise _refused(422, "unknown-choice", "Unprocessable Content", exc) from exc
-        except NoRunGoing as exc:
-            raise _refused(409, "no-run", "No run is going", exc) from exc
+        return runs.press(body.component, body.action)
 
     @app.post("/api/settings", dependencies=changes)
     def change_setting(body: SettingChange) -> dict[str, Any]:
-        try:
-            return runs.tune(body.name, body.value)
-        except CatalogueError as exc:
-            raise _refused(422, "unknown-choice", "Unprocessable Content", exc) from exc
-        except ConsoleBusy as exc:
-            raise _refused(409, "run-going", "A run is going", exc) from exc
-        except RestartFailed as exc:
-            raise _refused(503, "restart-failed", "Service Unavailable", exc) from exc
+        return runs.tune(body.name, body.value)
 
     @app.get("/reports/{run_id}/{name}", include_in_schema=False)
     def report_file(run_id: str, name: str) -> FileResponse:

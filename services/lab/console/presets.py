@@ -17,10 +17,7 @@ from pydantic.fields import FieldInfo
 
 from loadtests.designs import DESIGNS
 from loadtests.engine.scenario import Scenario
-
-
-class CatalogueError(ValueError):
-    """A preset, target, setting or fault the console does not offer; shown as a ``422``."""
+from services.lab.console.errors import CatalogueError
 
 
 @dataclass(frozen=True)

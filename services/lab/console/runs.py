@@ -30,8 +30,8 @@ from loadtests.bench import BenchOptions, RunObserver, run_bench
 from loadtests.engine.generator import RunningLoad
 from loadtests.engine.lab import RunningLab
 from loadtests.engine.scenario import BenchContext
+from services.lab.console.errors import CatalogueError, ConsoleBusy, NoRunGoing, RestartFailed
 from services.lab.console.presets import (
-    CatalogueError,
     ConsoleDesign,
     Preset,
     checked_targets,
@@ -49,18 +49,6 @@ POLL_S = 0.25
 WATCHERS_JOIN_S = 30.0  # a live count stuck on a paused database does not hold the run's end longer
 EMPTY_ROW = {"offered": 0, "ok": 0, "failed": 0, "timeouts": 0, "p50_ms": None, "p99_ms": None}
 RUN_FILE = "console-run.json"
-
-
-class ConsoleBusy(RuntimeError):
-    """A run is going; the console runs one at a time (its targets share the machine)."""
-
-
-class RestartFailed(RuntimeError):
-    """A component did not come back with a new setting; the old one is back in force."""
-
-
-class NoRunGoing(RuntimeError):
-    """A fault pressed with no run to record it in."""
 
 
 @dataclass(frozen=True)
