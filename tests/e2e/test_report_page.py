@@ -18,7 +18,7 @@ from loadtests.engine.report import write_report
 from tests.support.browser import rendered_dom, screenshot
 from tests.support.reports import report_document
 
-pytestmark = [pytest.mark.e2e, pytest.mark.alone]
+pytestmark = pytest.mark.e2e
 
 FIGURE = re.compile(r'<figure class="chart" data-chart="(\w+)"><svg\b')
 PAGE_SIZE = "1150,4600"  # tall enough that every chart of the sweep's page is in the picture
