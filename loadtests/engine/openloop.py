@@ -62,6 +62,7 @@ from loadtests.engine.generator import PLAN_PREFIX
 from loadtests.engine.recording import Recording, Window, windows_of
 from loadtests.engine.schedule import Schedule
 from loadtests.engine.summary import series_row
+from services.core.files import write_whole
 
 DEFAULT_DEADLINE_S = 2.0
 DEFAULT_MAX_IN_FLIGHT = 4096
@@ -173,11 +174,7 @@ def _write_record(name: str, process: str, document: dict[str, Any]) -> None:
     directory = os.environ.get("LAB_BENCH_RECORD_DIR")
     if directory is not None:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", process)  # a worker's id holds its host name
-        path = Path(directory, f"{name}-{safe}.json")
-        # Written aside and renamed: a live reader never sees half a document.
-        staging = path.with_name(f".{path.name}.tmp")
-        staging.write_text(json.dumps(document))
-        staging.replace(path)
+        write_whole(Path(directory, f"{name}-{safe}.json"), json.dumps(document))  # read while it runs
 
 
 def _deliver_final_records() -> None:

@@ -77,9 +77,7 @@ def quota_of(run_dir: Path) -> Quota:
 
 def audit_ratelimit(context: BenchContext, target: Target, run_dir: Path) -> AuditResult:
     """Over-admitted requests: for each hot key, admissions beyond the limit in its busiest window."""
-    quota = quota_of(run_dir)
-    busiest = _busiest_windows(run_dir, quota)
-    over = sum(max(0, most - quota.limit) for most in busiest.values())
+    quota, busiest, over = _over_admitted(run_dir)
     unchecked = _unchecked_decisions(context.lab.url_of(target.component))
     return AuditResult(
         invariants={
@@ -102,13 +100,16 @@ def audit_ratelimit(context: BenchContext, target: Target, run_dir: Path) -> Aud
 def admissions_so_far(context: BenchContext, target: Target, run_dir: Path) -> dict[str, int]:
     """The live console's counts of a run still going: over-admitted requests of the hot keys from
     the admissions the generator handed in so far, and checks admitted unchecked (degraded)."""
+    _, _, over = _over_admitted(run_dir)
+    unchecked = _unchecked_decisions(context.lab.url_of(target.component))
+    return {"over_admitted_requests": over, "degraded_checks": unchecked["degraded"]}
+
+
+def _over_admitted(run_dir: Path) -> tuple[Quota, dict[str, int], int]:
+    """The quota, each hot key's busiest window, and the admissions beyond the quota in them."""
     quota = quota_of(run_dir)
     busiest = _busiest_windows(run_dir, quota)
-    unchecked = _unchecked_decisions(context.lab.url_of(target.component))
-    return {
-        "over_admitted_requests": sum(max(0, most - quota.limit) for most in busiest.values()),
-        "degraded_checks": unchecked["degraded"],
-    }
+    return quota, busiest, sum(max(0, most - quota.limit) for most in busiest.values())
 
 
 def _busiest_windows(run_dir: Path, quota: Quota) -> dict[str, int]:

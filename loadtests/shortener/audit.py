@@ -24,6 +24,11 @@ def fresh_links_per_run(context: BenchContext, target: Target) -> None:
         _LOOKUPS_AT_START[target.component] = _database_lookups(context, target)
 
 
+def _reads_this_run(context: BenchContext, target: Target) -> int:
+    """The service's database reads since the run's reset (its counter lives as long as it does)."""
+    return round(_database_lookups(context, target) - _LOOKUPS_AT_START.get(target.component, 0.0))
+
+
 def _database_lookups(context: BenchContext, target: Target) -> float:
     return counter(context.lab.url_of(target.component), "shortener_db_lookups")
 
@@ -45,7 +50,7 @@ def audit_shortener(context: BenchContext, target: Target, run_dir: Path) -> Aud
     # it (a cold miss); every other redirect is answered from the cache. The links redirected at all
     # (a click counted) bound the cold misses: a run with fewer redirects than links is no excuse.
     links = asyncio.run(_links_of(context, target.variant, run_id, redirected_only=True))
-    reads = round(_database_lookups(context, target) - _LOOKUPS_AT_START.get(target.component, 0.0))
+    reads = _reads_this_run(context, target)
     return AuditResult(
         invariants={
             "redirects_served": served,
@@ -73,7 +78,7 @@ def reads_so_far(context: BenchContext, target: Target, run_dir: Path) -> dict[s
     actually redirected, once the clicks are flushed)."""
     run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
     links = asyncio.run(_links_of(context, target.variant, run_id))
-    reads = round(_database_lookups(context, target) - _LOOKUPS_AT_START.get(target.component, 0.0))
+    reads = _reads_this_run(context, target)
     return {"database_reads_beyond_one_per_link": max(0, reads - links)}
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.core.files import write_whole
 from services.lab.processes import ProcessRecord, is_running
 
 logger = logging.getLogger(__name__)
@@ -60,9 +61,7 @@ class LabState:
             "ports": self.ports,
             "scale": self.scale,
         }
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(payload, indent=2))
-        temporary.replace(self.path)  # atomic: a crash never leaves half a state file
+        write_whole(self.path, json.dumps(payload, indent=2))
 
     def remember(self, record: ProcessRecord) -> None:
         self.processes[record.name] = record

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import re
+import statistics
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,7 @@ from loadtests.bench import BenchOptions, RunObserver, run_bench
 from loadtests.engine.generator import RunningLoad
 from loadtests.engine.lab import RunningLab
 from loadtests.engine.scenario import BenchContext
+from services.core.files import write_whole
 from services.lab.console.errors import CatalogueError, ConsoleBusy, NoRunGoing, RestartFailed
 from services.lab.console.presets import (
     ConsoleDesign,
@@ -188,11 +190,8 @@ class LiveRun(RunObserver):
             self._events.append(Event(len(self._events), kind, data))
 
     def _save(self) -> None:
-        path = self.folder / RUN_FILE
-        with self._lock:  # several threads save; a reader never sees half a file
-            staging = path.with_name(f".{RUN_FILE}.tmp")
-            staging.write_text(json.dumps(self.summary(), indent=2))
-            staging.replace(path)
+        with self._lock:  # several threads save, one at a time
+            write_whole(self.folder / RUN_FILE, json.dumps(self.summary(), indent=2))
 
     # -- what the bench tells it (RunObserver) ----------------------------------------------------
 
@@ -344,13 +343,12 @@ class LiveRun(RunObserver):
 
 def _timings(milliseconds: Sequence[float]) -> dict[str, Any]:
     """What watching cost: how many live counts were read, and how long they took."""
-    ordered = sorted(milliseconds)
-    if not ordered:
+    if not milliseconds:
         return {"reads": 0}
     return {
-        "reads": len(ordered),
-        "median_ms": round(ordered[len(ordered) // 2], 1),
-        "max_ms": round(ordered[-1], 1),
+        "reads": len(milliseconds),
+        "median_ms": round(statistics.median(milliseconds), 1),
+        "max_ms": round(max(milliseconds), 1),
     }
 
 
