@@ -62,7 +62,6 @@ from loadtests.engine.generator import PLAN_PREFIX
 from loadtests.engine.recording import Recording, Window, windows_of
 from loadtests.engine.schedule import Schedule
 from loadtests.engine.summary import series_row
-from services.core.files import write_whole
 
 DEFAULT_DEADLINE_S = 2.0
 DEFAULT_MAX_IN_FLIGHT = 4096
@@ -174,7 +173,13 @@ def _write_record(name: str, process: str, document: dict[str, Any]) -> None:
     directory = os.environ.get("LAB_BENCH_RECORD_DIR")
     if directory is not None:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", process)  # a worker's id holds its host name
-        write_whole(Path(directory, f"{name}-{safe}.json"), json.dumps(document))  # read while it runs
+        path = Path(directory, f"{name}-{safe}.json")
+        # Written aside and renamed, as services.core.files.write_whole does: a live reader never
+        # sees half a document. Not that function itself: Locust puts a locustfile's own folder
+        # first on the path, where loadtests/orders/services.py hides the services package.
+        staging = path.with_name(f".{path.name}.tmp")
+        staging.write_text(json.dumps(document))
+        staging.replace(path)
 
 
 def _deliver_final_records() -> None:

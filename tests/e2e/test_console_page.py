@@ -180,6 +180,14 @@ def _teach_the_flash_sale(page: BrowserPage, console: str, artefacts: Path) -> N
     )
     assert outcomes == {"naive": "broken", "hardened": "holds"}
     assert page.evaluate("fetch(document.querySelector('#report-link').href).then(r => r.status)") == 200
+    # The presses are in the report too, on each target's own clock.
+    pressed = page.evaluate(
+        "fetch(document.querySelector('#report-link').href.replace('report.html', 'report.json'))"
+        ".then(r => r.json()).then(report => Object.fromEntries(Object.entries(report.rounds[0].runs)"
+        ".map(([label, run]) => [label, run.chaos.filter(s => s.pressed)"
+        ".map(s => s.component + ':' + s.action)])))"
+    )
+    assert pressed == {label: [f"{BROKER}:pause", f"{BROKER}:resume"] for label in ("naive", "hardened")}
     page.wait_for(_state_is("done"), timeout_s=30, what="the run is done")
 
     assert page.errors == []

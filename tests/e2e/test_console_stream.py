@@ -165,7 +165,7 @@ def test_a_page_that_connects_late_catches_up_and_leaving_stops_nothing(watched_
     late = _samples(watched_run["late"])
     assert [s["t"] for s in late] == list(range(5))  # replayed from the first second
     assert late == _samples(watched_run["events"])[:5]
-    assert watched_run["state_after_late_page_left"] in ("running", "auditing", "done")
+    assert watched_run["state_after_late_page_left"] == "running"  # it left at second 5 of 20
     assert watched_run["final"]["state"] == "done"
 
 
