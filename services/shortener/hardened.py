@@ -48,6 +48,11 @@ from services.shortener.ports import ClickCounter
 from services.shortener.repository import PostgresLinks
 from services.shortener.settings import ShortenerSettings
 
+# What a cache outage looks like to the client. redis-py's asyncio cluster client, sending on a
+# connection a node's restart tore down under it, fails with AttributeError ('NoneType' object has
+# no attribute 'writelines') instead of a ConnectionError: the same outage, and the redirect falls
+# back to PostgreSQL for it as for any other (seen in test_redis_cluster's killed-node test).
+CACHE_OUTAGE: tuple[type[Exception], ...] = (RedisError, AttributeError)
 logger = logging.getLogger(__name__)
 
 _LEASE_ATTEMPTS = 100
@@ -150,7 +155,7 @@ class CachedRedirects:
             if self._hot is not None:
                 self._hot.drop(code)
                 await self._redis.publish(self._channel, code)
-        except RedisError as exc:  # bounded by the entry's TTL; logged so it is seen
+        except CACHE_OUTAGE as exc:  # bounded by the entry's TTL; logged so it is seen
             logger.warning("cache_invalidation_failed code=%s error=%r", code, exc)
 
     async def _follow_shared(self, code: str, *, now: datetime) -> Target | None:
@@ -162,7 +167,7 @@ class CachedRedirects:
             else:
                 _HITS.inc()
                 target = cached
-        except RedisError as exc:  # a cache outage slows redirects down; it must not break them
+        except CACHE_OUTAGE as exc:  # a cache outage slows redirects down; it must not break them
             _ERRORS.inc()
             logger.warning("cache_unavailable code=%s error=%r", code, exc)
             target = await self._links.find_target(code)
